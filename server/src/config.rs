@@ -1,0 +1,133 @@
+//! Server configuration: flags, environment (`.env` loaded first) and defaults.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Shortest accepted SECURE_KEY, in characters.
+pub const MIN_SECURE_KEY_LEN: usize = 32;
+
+/// Command-line flags and environment variables of `webhook-server`.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "webhook-server", version, about = "Webhook-Enterprise gateway")]
+pub struct Config {
+    /// Data-plane (webhook ingest) listen address; port 0 picks a free port.
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:4698")]
+    pub http_addr: SocketAddr,
+
+    /// gRPC admin listen address; keep it on loopback unless it is protected.
+    #[arg(long, env = "ADMIN_ADDR", default_value = "127.0.0.1:4699")]
+    pub admin_addr: SocketAddr,
+
+    /// Store location: sqlite://PATH (created if missing).
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://webhook.db")]
+    pub database_url: String,
+
+    /// Token every admin call must present as `authorization: Bearer ...`
+    /// (at least 32 characters).
+    #[arg(long, env = "SECURE_KEY", hide_env_values = true)]
+    pub secure_key: Option<String>,
+
+    /// Scheme, host and port that ingest URLs are built on, e.g.
+    /// https://hooks.example.com (default: http:// and the HTTP listen address).
+    #[arg(long, env = "PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Largest accepted webhook body, in bytes; larger ones get 413.
+    #[arg(long, env = "MAX_BODY_SIZE", default_value_t = 5 * 1024 * 1024)]
+    pub max_body_size: usize,
+
+    /// Deliveries sent at the same time, over all targets.
+    #[arg(long, env = "DELIVERY_CONCURRENCY", default_value_t = 64)]
+    pub delivery_concurrency: usize,
+
+    /// Delay between delivery attempts for targets created without
+    /// --retry-interval.
+    #[arg(long, env = "DEFAULT_RETRY_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub default_retry_interval: Duration,
+
+    /// Attempts in all for targets created without --max-attempts.
+    #[arg(long, env = "DEFAULT_MAX_ATTEMPTS", default_value_t = 10)]
+    pub default_max_attempts: u32,
+
+    /// How long in-flight deliveries may finish after SIGTERM/SIGINT.
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Log filter (tracing EnvFilter syntax), e.g. info or webhook_server=debug.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// A configuration value that stops start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// SECURE_KEY is absent.
+    #[error(
+        "SECURE_KEY is not set: put SECURE_KEY='<at least {MIN_SECURE_KEY_LEN} characters>' in .env or the environment"
+    )]
+    MissingSecureKey,
+    /// SECURE_KEY is too short to be a safe token.
+    #[error(
+        "SECURE_KEY is too short ({0} characters): it must be at least {MIN_SECURE_KEY_LEN} characters"
+    )]
+    ShortSecureKey(usize),
+    /// PUBLIC_URL is not an http(s) URL.
+    #[error(
+        "PUBLIC_URL {0:?} is not valid: expected http(s)://HOST[:PORT], e.g. https://hooks.example.com"
+    )]
+    PublicUrl(String),
+    /// DATABASE_URL names a store this build does not support.
+    #[error("DATABASE_URL {0:?} is not supported: expected sqlite://PATH")]
+    DatabaseUrl(String),
+    /// A setting that must be positive is zero.
+    #[error("{0} must be greater than 0")]
+    Zero(&'static str),
+}
+
+impl Config {
+    /// Checks the values that clap cannot, and returns the admin token.
+    ///
+    /// # Errors
+    /// The first invalid setting, named in the message.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let key = self
+            .secure_key
+            .as_deref()
+            .filter(|k| !k.is_empty())
+            .ok_or(ConfigError::MissingSecureKey)?;
+        let len = key.chars().count();
+        if len < MIN_SECURE_KEY_LEN {
+            return Err(ConfigError::ShortSecureKey(len));
+        }
+        if let Some(url) = &self.public_url {
+            let ok = (url.starts_with("http://") || url.starts_with("https://"))
+                && reqwest::Url::parse(url).is_ok_and(|u| u.host_str().is_some());
+            if !ok {
+                return Err(ConfigError::PublicUrl(url.clone()));
+            }
+        }
+        if !self.database_url.starts_with("sqlite:") {
+            return Err(ConfigError::DatabaseUrl(self.database_url.clone()));
+        }
+        if self.max_body_size == 0 {
+            return Err(ConfigError::Zero("MAX_BODY_SIZE"));
+        }
+        if self.default_retry_interval.is_zero() {
+            return Err(ConfigError::Zero("DEFAULT_RETRY_INTERVAL"));
+        }
+        if self.default_max_attempts == 0 {
+            return Err(ConfigError::Zero("DEFAULT_MAX_ATTEMPTS"));
+        }
+        if self.delivery_concurrency == 0 {
+            return Err(ConfigError::Zero("DELIVERY_CONCURRENCY"));
+        }
+        Ok(())
+    }
+
+    /// The admin token; call after [`Config::validate`].
+    pub fn secure_key(&self) -> &str {
+        self.secure_key.as_deref().unwrap_or_default()
+    }
+}

@@ -1,0 +1,292 @@
+//! Domain types the store reads and writes. They know nothing of gRPC or HTTP
+//! framing; `admin/convert.rs` maps them to the API.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+/// Unix time in microseconds: the store's clock unit.
+pub type Micros = i64;
+
+/// The current time in unix microseconds.
+pub fn now_micros() -> Micros {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// A new 32-character lowercase hex id (a UUIDv7, so ids sort by time).
+pub fn new_record_id() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+/// An HTTP header: lowercase name and value.
+pub type Header = (String, String);
+
+/// Signature verification a source asks for on ingest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceAuth {
+    /// HTTP Basic credentials only.
+    None,
+    /// GitHub: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body>`.
+    GitHub { secret: String },
+}
+
+impl SourceAuth {
+    /// The provider name used in `--auth=PROVIDER:SECRET` ("" for none).
+    pub fn provider(&self) -> &'static str {
+        match self {
+            SourceAuth::None => "",
+            SourceAuth::GitHub { .. } => "ghook",
+        }
+    }
+}
+
+/// A sender of webhooks and the response it gets.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub id: i64,
+    pub name: String,
+    pub username: String,
+    pub password: String,
+    pub auth: SourceAuth,
+    pub status_code: u16,
+    pub content_type: String,
+    pub content: Bytes,
+    pub created_at: Micros,
+}
+
+/// What `create_source` needs; the store picks the id.
+#[derive(Debug, Clone)]
+pub struct NewSource {
+    pub name: String,
+    pub username: String,
+    pub password: String,
+    pub auth: SourceAuth,
+    pub status_code: u16,
+    pub content_type: String,
+    pub content: Bytes,
+}
+
+/// When to try a failed delivery again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Fixed delay between attempts.
+    pub interval: Duration,
+    /// Attempts in all, the first one included.
+    pub max_attempts: u32,
+}
+
+impl RetryPolicy {
+    /// The name of the policy in the API and the CLI.
+    pub const LINEAR: &'static str = "linear";
+}
+
+/// A service that stored requests are relayed to.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub id: i64,
+    pub name: String,
+    pub url: String,
+    /// `whsec_...`; None when deliveries are not signed.
+    pub signing_secret: Option<String>,
+    /// Empty: every source.
+    pub source_ids: Vec<i64>,
+    pub retry: RetryPolicy,
+    pub timeout: Duration,
+    pub created_at: Micros,
+}
+
+/// What `create_target` needs; the store picks the id.
+#[derive(Debug, Clone)]
+pub struct NewTarget {
+    pub name: String,
+    pub url: String,
+    pub signing_secret: Option<String>,
+    pub source_ids: Vec<i64>,
+    pub retry: RetryPolicy,
+    pub timeout: Duration,
+}
+
+/// A source request as received, stored byte for byte.
+#[derive(Debug, Clone)]
+pub struct StoredRequest {
+    pub id: String,
+    pub source_id: i64,
+    /// None when the source has been removed since.
+    pub source_name: Option<String>,
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub headers: Vec<Header>,
+    pub body: Bytes,
+    pub remote_addr: String,
+    pub created_at: Micros,
+    pub resent_from: Option<String>,
+}
+
+/// How a delivery attempt ended, as written to the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptState {
+    /// Failed, another attempt is scheduled.
+    Retrying,
+    /// The target accepted it (2xx).
+    Delivered,
+    /// No further attempt.
+    Failed,
+}
+
+impl AttemptState {
+    /// The name used in the log and the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptState::Retrying => "retrying",
+            AttemptState::Delivered => "delivered",
+            AttemptState::Failed => "failed",
+        }
+    }
+
+    /// Parses a stored name; unknown names read as failed.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "retrying" => AttemptState::Retrying,
+            "delivered" => AttemptState::Delivered,
+            _ => AttemptState::Failed,
+        }
+    }
+}
+
+/// The target's answer to one attempt.
+#[derive(Debug, Clone)]
+pub struct AttemptResponse {
+    pub status_code: u16,
+    pub headers: Vec<Header>,
+    /// The first [`crate::delivery::MAX_LOGGED_BODY`] bytes.
+    pub body: Bytes,
+    pub body_truncated: bool,
+}
+
+/// Why an attempt got no response.
+#[derive(Debug, Clone)]
+pub struct AttemptError {
+    /// "connect", "timeout", "body", "request", ...
+    pub kind: String,
+    pub message: String,
+}
+
+/// One delivery attempt: a target.response log record.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub id: String,
+    pub delivery_id: String,
+    pub request_id: String,
+    pub source_id: i64,
+    pub target_id: i64,
+    /// None when the target has been removed since.
+    pub target_name: Option<String>,
+    pub url: String,
+    pub attempt: u32,
+    pub state: AttemptState,
+    pub outcome: Result<AttemptResponse, AttemptError>,
+    pub elapsed: Duration,
+    pub created_at: Micros,
+    pub next_run_at: Option<Micros>,
+}
+
+/// A log record: a stored request or a delivery attempt.
+#[derive(Debug, Clone)]
+pub enum LogRecord {
+    Request(StoredRequest),
+    Attempt(AttemptRecord),
+}
+
+impl LogRecord {
+    /// The record's id (time-ordered).
+    pub fn id(&self) -> &str {
+        match self {
+            LogRecord::Request(r) => &r.id,
+            LogRecord::Attempt(a) => &a.id,
+        }
+    }
+}
+
+/// The record types of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogType {
+    SourceRequest,
+    TargetResponse,
+}
+
+impl LogType {
+    /// `source.request` / `target.response`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogType::SourceRequest => "source.request",
+            LogType::TargetResponse => "target.response",
+        }
+    }
+
+    /// Parses the names above.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "source.request" => Some(LogType::SourceRequest),
+            "target.response" => Some(LogType::TargetResponse),
+            _ => None,
+        }
+    }
+}
+
+/// Which records a log query or a follower wants. `None` fields match all.
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    pub log_type: Option<LogType>,
+    pub source_id: Option<i64>,
+    pub request_id: Option<String>,
+    pub target_id: Option<i64>,
+}
+
+impl LogFilter {
+    /// Whether a record passes the filter.
+    pub fn matches(&self, record: &LogRecord) -> bool {
+        match record {
+            LogRecord::Request(r) => {
+                self.log_type.is_none_or(|t| t == LogType::SourceRequest)
+                    && self.target_id.is_none()
+                    && self.source_id.is_none_or(|s| s == r.source_id)
+                    && self.request_id.as_ref().is_none_or(|id| *id == r.id)
+            }
+            LogRecord::Attempt(a) => {
+                self.log_type.is_none_or(|t| t == LogType::TargetResponse)
+                    && self.target_id.is_none_or(|t| t == a.target_id)
+                    && self.source_id.is_none_or(|s| s == a.source_id)
+                    && self
+                        .request_id
+                        .as_ref()
+                        .is_none_or(|id| *id == a.request_id)
+            }
+        }
+    }
+}
+
+/// A delivery claimed by a worker: everything needed to send one attempt.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub delivery_id: String,
+    /// Fences every later write: only the holder of this lease may record
+    /// the outcome.
+    pub lease_token: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub request: StoredRequest,
+    pub target: Target,
+}
+
+/// What a worker writes when an attempt ends.
+#[derive(Debug, Clone)]
+pub struct AttemptOutcome {
+    pub outcome: Result<AttemptResponse, AttemptError>,
+    pub state: AttemptState,
+    pub elapsed: Duration,
+    pub next_run_at: Option<Micros>,
+}

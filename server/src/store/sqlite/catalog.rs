@@ -1,0 +1,213 @@
+//! Sources and targets: the configuration the admin API edits.
+
+use super::Store;
+use super::queries as q;
+use super::rows::{SourceRow, TargetRow, to_millis};
+use crate::store::StoreError;
+use crate::store::model::{
+    NewSource, NewTarget, RetryPolicy, Source, SourceAuth, Target, now_micros,
+};
+
+impl Store {
+    /// Creates a source and returns it with its new id.
+    ///
+    /// # Errors
+    /// The store is unavailable.
+    pub async fn create_source(&self, new: NewSource) -> Result<Source, StoreError> {
+        let created_at = now_micros();
+        let (provider, secret) = match &new.auth {
+            SourceAuth::None => (None, None),
+            SourceAuth::GitHub { secret } => (Some("ghook"), Some(secret.as_str())),
+        };
+        let id: i64 = sqlx::query_scalar(q::INSERT_SOURCE)
+            .bind(&new.name)
+            .bind(&new.username)
+            .bind(&new.password)
+            .bind(provider)
+            .bind(secret)
+            .bind(i64::from(new.status_code))
+            .bind(&new.content_type)
+            .bind(new.content.as_ref())
+            .bind(created_at)
+            .fetch_one(&self.writer)
+            .await?;
+        Ok(Source {
+            id,
+            name: new.name,
+            username: new.username,
+            password: new.password,
+            auth: new.auth,
+            status_code: new.status_code,
+            content_type: new.content_type,
+            content: new.content,
+            created_at,
+        })
+    }
+
+    /// Every source, oldest first.
+    ///
+    /// # Errors
+    /// The store is unavailable or a row is corrupt.
+    pub async fn list_sources(&self) -> Result<Vec<Source>, StoreError> {
+        let rows: Vec<SourceRow> = sqlx::query_as(q::SELECT_SOURCES)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.into_iter().map(Source::try_from).collect()
+    }
+
+    /// One source, or None.
+    ///
+    /// # Errors
+    /// The store is unavailable or the row is corrupt.
+    pub async fn get_source(&self, id: i64) -> Result<Option<Source>, StoreError> {
+        let row: Option<SourceRow> = sqlx::query_as(q::SELECT_SOURCE)
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(Source::try_from).transpose()
+    }
+
+    /// Removes a source and its routes; returns whether it existed. Its stored
+    /// requests stay in the log.
+    ///
+    /// # Errors
+    /// The store is unavailable.
+    pub async fn delete_source(&self, id: i64) -> Result<bool, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(q::DELETE_SOURCE_ROUTES)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let deleted = sqlx::query(q::DELETE_SOURCE)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(deleted > 0)
+    }
+
+    /// Creates a target routed to `new.source_ids` (every source when empty).
+    ///
+    /// # Errors
+    /// `NotFound` for a routed source that does not exist; the store is unavailable.
+    pub async fn create_target(&self, new: NewTarget) -> Result<Target, StoreError> {
+        let created_at = now_micros();
+        let mut tx = self.writer.begin().await?;
+        for source_id in &new.source_ids {
+            let count: i64 = sqlx::query_scalar(q::SOURCE_EXISTS)
+                .bind(source_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            if count == 0 {
+                return Err(StoreError::NotFound(format!("source {source_id}")));
+            }
+        }
+        let id: i64 = sqlx::query_scalar(q::INSERT_TARGET)
+            .bind(&new.name)
+            .bind(&new.url)
+            .bind(new.signing_secret.as_deref())
+            .bind(RetryPolicy::LINEAR)
+            .bind(to_millis(new.retry.interval))
+            .bind(i64::from(new.retry.max_attempts))
+            .bind(to_millis(new.timeout))
+            .bind(created_at)
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut source_ids = new.source_ids;
+        source_ids.sort_unstable();
+        source_ids.dedup();
+        for source_id in &source_ids {
+            sqlx::query(q::INSERT_TARGET_SOURCE)
+                .bind(id)
+                .bind(source_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(Target {
+            id,
+            name: new.name,
+            url: new.url,
+            signing_secret: new.signing_secret,
+            source_ids,
+            retry: new.retry,
+            timeout: new.timeout,
+            created_at,
+        })
+    }
+
+    /// Every target with its routes, oldest first.
+    ///
+    /// # Errors
+    /// The store is unavailable.
+    pub async fn list_targets(&self) -> Result<Vec<Target>, StoreError> {
+        let rows: Vec<TargetRow> = sqlx::query_as(q::SELECT_TARGETS)
+            .fetch_all(&self.reader)
+            .await?;
+        let mut targets = Vec::with_capacity(rows.len());
+        for row in rows {
+            let routes = self.target_routes(row.id).await?;
+            targets.push(row.into_target(routes));
+        }
+        Ok(targets)
+    }
+
+    /// One target with its routes, or None.
+    ///
+    /// # Errors
+    /// The store is unavailable.
+    pub async fn get_target(&self, id: i64) -> Result<Option<Target>, StoreError> {
+        let row: Option<TargetRow> = sqlx::query_as(q::SELECT_TARGET)
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
+        match row {
+            Some(row) => {
+                let routes = self.target_routes(id).await?;
+                Ok(Some(row.into_target(routes)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn target_routes(&self, id: i64) -> Result<Vec<i64>, StoreError> {
+        Ok(sqlx::query_scalar(q::SELECT_TARGET_SOURCES)
+            .bind(id)
+            .fetch_all(&self.reader)
+            .await?)
+    }
+
+    /// Deliveries of a target that are not finished yet.
+    ///
+    /// # Errors
+    /// The store is unavailable.
+    pub async fn unfinished_deliveries(&self, target_id: i64) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar(q::COUNT_UNFINISHED_DELIVERIES)
+            .bind(target_id)
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    /// Removes a target and cancels its unfinished deliveries; returns whether
+    /// it existed.
+    ///
+    /// # Errors
+    /// The store is unavailable.
+    pub async fn delete_target(&self, id: i64) -> Result<bool, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(q::CANCEL_TARGET_DELIVERIES)
+            .bind(now_micros())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let deleted = sqlx::query(q::DELETE_TARGET)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(deleted > 0)
+    }
+}

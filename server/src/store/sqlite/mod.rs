@@ -1,0 +1,79 @@
+//! SQLite backend: one writer connection (so writes are serialised, as SQLite
+//! requires) and a small pool of readers, in WAL mode with `synchronous=FULL`
+//! so a committed request survives power loss.
+
+mod catalog;
+mod deliveries;
+mod queries;
+mod requests;
+mod rows;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use super::StoreError;
+
+/// How long a statement waits for a lock held by another connection or
+/// process before the store reports itself unavailable.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The store, cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database at `url`
+    /// (`sqlite://PATH`).
+    ///
+    /// # Errors
+    /// The file cannot be opened or created, or a migration fails.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(BUSY_TIMEOUT)
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(BUSY_TIMEOUT)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Store { writer, reader })
+    }
+
+    /// Checks that the store answers and accepts writes.
+    ///
+    /// # Errors
+    /// The store is unreachable, locked or read-only.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query(queries::PING).execute(&self.reader).await?;
+        // A no-op write: finds a locked database or a read-only file.
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("UPDATE sources SET id = id WHERE 0")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Closes both pools, waiting for running statements.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+}

@@ -1,0 +1,79 @@
+//! Every SQL statement of the SQLite backend, next to its migrations.
+
+pub const PING: &str = "SELECT 1";
+
+pub const INSERT_SOURCE: &str = "INSERT INTO sources \
+    (name, username, password, auth_provider, auth_secret, status_code, content_type, content, created_at) \
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id";
+pub const SELECT_SOURCES: &str = "SELECT * FROM sources ORDER BY id";
+pub const SELECT_SOURCE: &str = "SELECT * FROM sources WHERE id = ?";
+pub const DELETE_SOURCE: &str = "DELETE FROM sources WHERE id = ?";
+pub const DELETE_SOURCE_ROUTES: &str = "DELETE FROM target_sources WHERE source_id = ?";
+
+pub const INSERT_TARGET: &str = "INSERT INTO targets \
+    (name, url, signing_secret, retry_kind, retry_interval_ms, max_attempts, timeout_ms, created_at) \
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id";
+pub const INSERT_TARGET_SOURCE: &str =
+    "INSERT INTO target_sources (target_id, source_id) VALUES (?, ?)";
+pub const SOURCE_EXISTS: &str = "SELECT COUNT(*) FROM sources WHERE id = ?";
+pub const SELECT_TARGETS: &str = "SELECT * FROM targets ORDER BY id";
+pub const SELECT_TARGET: &str = "SELECT * FROM targets WHERE id = ?";
+pub const SELECT_TARGET_SOURCES: &str =
+    "SELECT source_id FROM target_sources WHERE target_id = ? ORDER BY source_id";
+pub const DELETE_TARGET: &str = "DELETE FROM targets WHERE id = ?";
+pub const CANCEL_TARGET_DELIVERIES: &str = "UPDATE deliveries \
+    SET state = 'cancelled', lease_token = NULL, lease_expires_at = NULL, updated_at = ? \
+    WHERE target_id = ? AND state IN ('pending', 'in_flight')";
+pub const COUNT_UNFINISHED_DELIVERIES: &str = "SELECT COUNT(*) FROM deliveries \
+    WHERE target_id = ? AND state IN ('pending', 'in_flight')";
+
+/// Targets that receive from a source: those routed to it and those with no routes.
+pub const SELECT_ROUTED_TARGETS: &str = "SELECT t.id FROM targets t \
+    WHERE NOT EXISTS (SELECT 1 FROM target_sources r WHERE r.target_id = t.id) \
+       OR EXISTS (SELECT 1 FROM target_sources r WHERE r.target_id = t.id AND r.source_id = ?) \
+    ORDER BY t.id";
+pub const TARGET_EXISTS: &str = "SELECT COUNT(*) FROM targets WHERE id = ?";
+
+pub const INSERT_REQUEST: &str = "INSERT INTO requests \
+    (id, source_id, method, path, query, headers, body, remote_addr, created_at, resent_from) \
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+pub const SELECT_REQUEST: &str = "SELECT r.*, s.name AS source_name FROM requests r \
+    LEFT JOIN sources s ON s.id = r.source_id WHERE r.id = ?";
+pub const INSERT_DELIVERY: &str = "INSERT INTO deliveries \
+    (id, request_id, target_id, state, attempt, next_run_at, created_at, updated_at) \
+    VALUES (?, ?, ?, 'pending', 0, ?, ?, ?)";
+
+/// Log pages: built by appending `AND ...` filters, then the ORDER/LIMIT tail.
+pub const SELECT_REQUEST_LOG: &str = "SELECT r.*, s.name AS source_name FROM requests r \
+    LEFT JOIN sources s ON s.id = r.source_id WHERE 1 = 1";
+pub const SELECT_ATTEMPT_LOG: &str = "SELECT a.*, t.name AS target_name FROM attempts a \
+    LEFT JOIN targets t ON t.id = a.target_id WHERE 1 = 1";
+
+/// A dead worker's leases: back to pending, to be claimed again.
+pub const EXPIRE_LEASES: &str = "UPDATE deliveries \
+    SET state = 'pending', lease_token = NULL, lease_expires_at = NULL, updated_at = ?1 \
+    WHERE state = 'in_flight' AND lease_expires_at <= ?1";
+/// At start-up on the embedded store no other process can hold a lease.
+pub const RELEASE_ALL_LEASES: &str = "UPDATE deliveries \
+    SET state = 'pending', lease_token = NULL, lease_expires_at = NULL, updated_at = ?1 \
+    WHERE state = 'in_flight'";
+/// Claims due deliveries: lease token, lease expiry and attempt in one write.
+/// The lease lasts the target's timeout plus a margin.
+pub const CLAIM_DUE: &str = "UPDATE deliveries \
+    SET state = 'in_flight', attempt = attempt + 1, lease_token = ?1, updated_at = ?2, \
+        lease_expires_at = ?2 + 30000000 + 1000 * COALESCE( \
+            (SELECT timeout_ms FROM targets t WHERE t.id = deliveries.target_id), 30000) \
+    WHERE id IN (SELECT id FROM deliveries WHERE state = 'pending' AND next_run_at <= ?2 \
+                 ORDER BY next_run_at LIMIT ?3) \
+    RETURNING id, request_id, target_id, attempt";
+pub const NEXT_DUE_AT: &str = "SELECT MIN(next_run_at) FROM deliveries WHERE state = 'pending'";
+/// Records an attempt's outcome, fenced on the lease.
+pub const FINISH_DELIVERY: &str = "UPDATE deliveries \
+    SET state = ?, next_run_at = COALESCE(?, next_run_at), lease_token = NULL, \
+        lease_expires_at = NULL, updated_at = ? \
+    WHERE id = ? AND lease_token = ? AND state = 'in_flight'";
+pub const INSERT_ATTEMPT: &str = "INSERT INTO attempts \
+    (id, delivery_id, request_id, source_id, target_id, url, attempt, state, status_code, \
+     response_headers, response_body, body_truncated, error_kind, error_message, elapsed_us, \
+     created_at, next_run_at) \
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";

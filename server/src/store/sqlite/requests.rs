@@ -1,0 +1,186 @@
+//! Stored requests: ingest, resend and the log pages.
+
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
+
+use super::Store;
+use super::queries as q;
+use super::rows::{AttemptRow, RequestRow, encode_headers};
+use crate::store::StoreError;
+use crate::store::model::{
+    AttemptRecord, LogFilter, LogRecord, LogType, StoredRequest, new_record_id, now_micros,
+};
+
+impl Store {
+    /// Commits a received request and one pending delivery per target routed
+    /// to its source, in one transaction. Returns the number of deliveries.
+    /// Only after this returns Ok may the source get its success response.
+    ///
+    /// # Errors
+    /// The store is unavailable; nothing was stored.
+    pub async fn ingest(&self, request: &StoredRequest) -> Result<u32, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        insert_request(&mut tx, request).await?;
+        let targets: Vec<i64> = sqlx::query_scalar(q::SELECT_ROUTED_TARGETS)
+            .bind(request.source_id)
+            .fetch_all(&mut *tx)
+            .await?;
+        insert_deliveries(&mut tx, &request.id, &targets, request.created_at).await?;
+        tx.commit().await?;
+        Ok(u32::try_from(targets.len()).unwrap_or(u32::MAX))
+    }
+
+    /// One stored request, or None.
+    ///
+    /// # Errors
+    /// The store is unavailable or the row is corrupt.
+    pub async fn get_request(&self, id: &str) -> Result<Option<StoredRequest>, StoreError> {
+        let row: Option<RequestRow> = sqlx::query_as(q::SELECT_REQUEST)
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(StoredRequest::try_from).transpose()
+    }
+
+    /// Stores a copy of request `id` (new id, `resent_from` = `id`) with a
+    /// delivery to `only_target`, or to every target currently routed to its
+    /// source. Returns the copy and the number of deliveries.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown request or target; the store is unavailable.
+    pub async fn resend(
+        &self,
+        id: &str,
+        only_target: Option<i64>,
+    ) -> Result<(StoredRequest, u32), StoreError> {
+        let original = self
+            .get_request(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("request {id}")))?;
+        let copy = StoredRequest {
+            id: new_record_id(),
+            created_at: now_micros(),
+            resent_from: Some(original.id.clone()),
+            ..original
+        };
+        let mut tx = self.writer.begin().await?;
+        let targets: Vec<i64> = match only_target {
+            Some(target_id) => {
+                let count: i64 = sqlx::query_scalar(q::TARGET_EXISTS)
+                    .bind(target_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if count == 0 {
+                    return Err(StoreError::NotFound(format!("target {target_id}")));
+                }
+                vec![target_id]
+            }
+            None => {
+                sqlx::query_scalar(q::SELECT_ROUTED_TARGETS)
+                    .bind(copy.source_id)
+                    .fetch_all(&mut *tx)
+                    .await?
+            }
+        };
+        insert_request(&mut tx, &copy).await?;
+        insert_deliveries(&mut tx, &copy.id, &targets, copy.created_at).await?;
+        tx.commit().await?;
+        Ok((copy, u32::try_from(targets.len()).unwrap_or(u32::MAX)))
+    }
+
+    /// The newest `limit` records matching `filter`, oldest first.
+    ///
+    /// # Errors
+    /// The store is unavailable or a row is corrupt.
+    pub async fn list_logs(
+        &self,
+        filter: &LogFilter,
+        limit: u32,
+    ) -> Result<Vec<LogRecord>, StoreError> {
+        let want_requests =
+            filter.log_type != Some(LogType::TargetResponse) && filter.target_id.is_none();
+        let want_attempts = filter.log_type != Some(LogType::SourceRequest);
+        let mut records = Vec::new();
+        if want_requests {
+            let mut query = QueryBuilder::<Sqlite>::new(q::SELECT_REQUEST_LOG);
+            if let Some(source_id) = filter.source_id {
+                query.push(" AND r.source_id = ").push_bind(source_id);
+            }
+            if let Some(request_id) = &filter.request_id {
+                query.push(" AND r.id = ").push_bind(request_id.clone());
+            }
+            query
+                .push(" ORDER BY r.id DESC LIMIT ")
+                .push_bind(i64::from(limit));
+            let rows: Vec<RequestRow> = query.build_query_as().fetch_all(&self.reader).await?;
+            for row in rows {
+                records.push(LogRecord::Request(StoredRequest::try_from(row)?));
+            }
+        }
+        if want_attempts {
+            let mut query = QueryBuilder::<Sqlite>::new(q::SELECT_ATTEMPT_LOG);
+            if let Some(source_id) = filter.source_id {
+                query.push(" AND a.source_id = ").push_bind(source_id);
+            }
+            if let Some(request_id) = &filter.request_id {
+                query
+                    .push(" AND a.request_id = ")
+                    .push_bind(request_id.clone());
+            }
+            if let Some(target_id) = filter.target_id {
+                query.push(" AND a.target_id = ").push_bind(target_id);
+            }
+            query
+                .push(" ORDER BY a.id DESC LIMIT ")
+                .push_bind(i64::from(limit));
+            let rows: Vec<AttemptRow> = query.build_query_as().fetch_all(&self.reader).await?;
+            for row in rows {
+                records.push(LogRecord::Attempt(AttemptRecord::try_from(row)?));
+            }
+        }
+        // Ids are UUIDv7: sorting them sorts by time.
+        records.sort_by(|a, b| b.id().cmp(a.id()));
+        records.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        records.reverse();
+        Ok(records)
+    }
+}
+
+async fn insert_request(
+    conn: &mut SqliteConnection,
+    request: &StoredRequest,
+) -> Result<(), StoreError> {
+    sqlx::query(q::INSERT_REQUEST)
+        .bind(&request.id)
+        .bind(request.source_id)
+        .bind(&request.method)
+        .bind(&request.path)
+        .bind(&request.query)
+        .bind(encode_headers(&request.headers))
+        .bind(request.body.as_ref())
+        .bind(&request.remote_addr)
+        .bind(request.created_at)
+        .bind(request.resent_from.as_deref())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+async fn insert_deliveries(
+    conn: &mut SqliteConnection,
+    request_id: &str,
+    targets: &[i64],
+    now: i64,
+) -> Result<(), StoreError> {
+    for target_id in targets {
+        sqlx::query(q::INSERT_DELIVERY)
+            .bind(new_record_id())
+            .bind(request_id)
+            .bind(target_id)
+            .bind(now)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,13 @@
+//! End-to-end tests: the real `webhook-server` and `webhook-cli` binaries,
+//! over real sockets on 127.0.0.1, with a temporary SQLite file and a real
+//! target server.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod admin;
+mod delivery;
+mod ingest;
+mod logs;
+mod startup;
+mod util;
+mod walkthrough;
