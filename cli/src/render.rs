@@ -217,3 +217,90 @@ pub fn routes(t: &pb::Target) -> String {
             .join(",")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(body: &[u8]) -> pb::LogRecord {
+        pb::LogRecord {
+            id: "0".repeat(32),
+            r#type: "source.request".into(),
+            created_at: Some(prost_types::Timestamp {
+                seconds: 1_494_728_630,
+                nanos: 5_000,
+            }),
+            body: Some(pb::log_record::Body::SourceRequest(pb::SourceRequest {
+                source_id: 1,
+                source_name: "Github".into(),
+                method: "POST".into(),
+                headers: vec![
+                    pb::Header {
+                        name: "user-agent".into(),
+                        value: "curl/7.51.0".into(),
+                    },
+                    pb::Header {
+                        name: "x-tag".into(),
+                        value: "a".into(),
+                    },
+                    pb::Header {
+                        name: "x-tag".into(),
+                        value: "b".into(),
+                    },
+                ],
+                body: body.to_vec(),
+                ..Default::default()
+            })),
+        }
+    }
+
+    #[test]
+    fn payload_is_json_then_text_then_base64() {
+        let json_body = log_record(&request(br#"{"data": {}}"#));
+        assert_eq!(json_body["payload"], json!({"data": {}}));
+        assert!(json_body.get("payload_encoding").is_none());
+        assert_eq!(json_body["user-agent"], "curl/7.51.0");
+        assert_eq!(json_body["headers"]["x-tag"], "a, b");
+        assert_eq!(json_body["created_at"], "2017-05-14T02:23:50.000005Z");
+        assert_eq!(json_body["resent_from"], Value::Null);
+
+        let text = log_record(&request(b"plain text"));
+        assert_eq!(text["payload"], "plain text");
+
+        let binary = log_record(&request(&[0xff, 0x00, 0x80]));
+        assert_eq!(binary["payload"], "/wCA");
+        assert_eq!(binary["payload_encoding"], "base64");
+
+        assert_eq!(log_record(&request(b""))["payload"], Value::Null);
+    }
+
+    #[test]
+    fn attempts_show_either_a_response_or_an_error() {
+        let record = pb::LogRecord {
+            id: "1".repeat(32),
+            r#type: "target.response".into(),
+            created_at: None,
+            body: Some(pb::log_record::Body::TargetResponse(pb::TargetResponse {
+                request_id: "0".repeat(32),
+                target_id: 2,
+                target_name: "App".into(),
+                attempt: 3,
+                state: "failed".into(),
+                error: Some(pb::AttemptError {
+                    kind: "timeout".into(),
+                    message: "30s".into(),
+                }),
+                ..Default::default()
+            })),
+        };
+        let rendered = log_record(&record);
+        assert_eq!(rendered["source"]["id"], "0".repeat(32));
+        assert_eq!(rendered["target"]["name"], "App");
+        assert_eq!(
+            rendered["error"],
+            json!({"kind": "timeout", "message": "30s"})
+        );
+        assert!(rendered.get("response").is_none());
+        assert_eq!(rendered["next_run_at"], Value::Null);
+    }
+}

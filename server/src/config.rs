@@ -51,6 +51,11 @@ pub struct Config {
     #[arg(long, env = "DEFAULT_MAX_ATTEMPTS", default_value_t = 10)]
     pub default_max_attempts: u32,
 
+    /// Log records a live follower (`log -f`) may fall behind before it
+    /// misses some; it is told how many it missed.
+    #[arg(long, env = "FOLLOW_BUFFER", default_value_t = 4096)]
+    pub follow_buffer: usize,
+
     /// How long in-flight deliveries may finish after SIGTERM/SIGINT.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
@@ -119,6 +124,9 @@ impl Config {
         }
         if self.default_max_attempts == 0 {
             return Err(ConfigError::Zero("DEFAULT_MAX_ATTEMPTS"));
+        }
+        if self.follow_buffer == 0 {
+            return Err(ConfigError::Zero("FOLLOW_BUFFER"));
         }
         if self.delivery_concurrency == 0 {
             return Err(ConfigError::Zero("DELIVERY_CONCURRENCY"));

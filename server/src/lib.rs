@@ -89,7 +89,7 @@ pub async fn run(
     let http_addr = listeners.http.local_addr()?;
     let admin_addr = listeners.admin.local_addr()?;
     let public_url = public_url(&config, http_addr)?;
-    let bus = logbus::LogBus::new();
+    let bus = logbus::LogBus::new(config.follow_buffer);
     let wake_worker = Arc::new(Notify::new());
     let client = delivery::http_client().context("cannot set up the HTTP client")?;
 

@@ -1,6 +1,6 @@
 //! In-process fan-out of log records to live followers. Records are published
 //! after they are committed. Publishing never waits: a follower that falls
-//! more than [`LOG_BUS_CAPACITY`] records behind loses the oldest and is told
+//! more than the bus capacity behind loses the oldest records and is told
 //! how many.
 
 use std::sync::Arc;
@@ -9,25 +9,17 @@ use tokio::sync::broadcast;
 
 use crate::store::model::LogRecord;
 
-/// Records a follower may fall behind before it starts missing some.
-pub const LOG_BUS_CAPACITY: usize = 4096;
-
 /// The publisher side; clone it freely.
 #[derive(Debug, Clone)]
 pub struct LogBus {
     sender: broadcast::Sender<Arc<LogRecord>>,
 }
 
-impl Default for LogBus {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl LogBus {
-    /// A bus with no followers.
-    pub fn new() -> Self {
-        let (sender, _) = broadcast::channel(LOG_BUS_CAPACITY);
+    /// A bus with no followers, keeping up to `capacity` (at least 1) records
+    /// for each follower that has not read them yet.
+    pub fn new(capacity: usize) -> Self {
+        let (sender, _) = broadcast::channel(capacity.max(1));
         LogBus { sender }
     }
 

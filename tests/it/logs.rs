@@ -154,3 +154,91 @@ async fn several_followers_see_new_records_live() {
     everything.stop().await;
     requests.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_never_reads_misses_records_and_never_slows_ingest() {
+    use tokio_stream::StreamExt;
+    use webhook_proto::v1::{FollowLogsRequest, log_event::Event, logs_client::LogsClient};
+
+    let gateway = Gateway::start_with(&[("FOLLOW_BUFFER", "16")]).await;
+    let (_, url) = gateway.add_source("Github", &[]).await;
+
+    // A follower with a small receive window that reads nothing for now.
+    let channel = tonic::transport::Endpoint::from_shared(gateway.admin_url())
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    let token: tonic::metadata::MetadataValue<_> =
+        format!("Bearer {}", crate::util::gateway::SECURE_KEY)
+            .parse()
+            .unwrap();
+    let mut client =
+        LogsClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
+            Ok(request)
+        });
+    let mut stalled = client
+        .follow_logs(FollowLogsRequest {
+            filter: None,
+            backlog: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Ingest goes on at full speed: every request is acknowledged.
+    const REQUESTS: usize = 600;
+    let body = format!(r#"{{"padding": "{}"}}"#, "x".repeat(1000));
+    let parsed = reqwest::Url::parse(&url).unwrap();
+    let client_http = crate::util::http();
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..8 {
+        let (client_http, parsed, body) = (client_http.clone(), parsed.clone(), body.clone());
+        let target = gateway.http_url(parsed.path());
+        tasks.spawn(async move {
+            for _ in (worker..REQUESTS).step_by(8) {
+                let response = client_http
+                    .post(&target)
+                    .basic_auth(parsed.username(), parsed.password())
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+
+    // Now read: every record either arrived or was counted as missed.
+    let (mut records, mut missed) = (0u64, 0u64);
+    while records + missed < REQUESTS as u64 {
+        let event = tokio::time::timeout(Duration::from_secs(10), stalled.next())
+            .await
+            .expect("the stream should account for every record")
+            .unwrap()
+            .unwrap();
+        match event.event.unwrap() {
+            Event::Record(_) => records += 1,
+            Event::Missed(n) => missed += n,
+        }
+    }
+    assert_eq!(records + missed, REQUESTS as u64);
+    assert!(
+        missed > 0,
+        "a stalled follower must miss records, not hold them all"
+    );
+    assert_eq!(
+        gateway.log("source.request", 10_000).await.len(),
+        REQUESTS,
+        "nothing was lost from the store"
+    );
+}

@@ -117,13 +117,11 @@ impl Worker {
     async fn deliver(&self, claimed: ClaimedDelivery) {
         let (outcome, elapsed) = send_attempt(&self.client, &claimed).await;
         let verdict = classify(&outcome);
-        let (state, next_run_at) = next_step(
-            &claimed.target.retry,
-            claimed.attempt,
-            verdict,
-            now_micros(),
-        );
+        let finished_at = now_micros();
+        let (state, next_run_at) =
+            next_step(&claimed.target.retry, claimed.attempt, verdict, finished_at);
         let outcome = AttemptOutcome {
+            finished_at,
             outcome,
             state,
             elapsed,

@@ -285,6 +285,9 @@ pub struct ClaimedDelivery {
 /// What a worker writes when an attempt ends.
 #[derive(Debug, Clone)]
 pub struct AttemptOutcome {
+    /// When the attempt ended: the record's `created_at`, and the base of
+    /// `next_run_at`.
+    pub finished_at: Micros,
     pub outcome: Result<AttemptResponse, AttemptError>,
     pub state: AttemptState,
     pub elapsed: Duration,

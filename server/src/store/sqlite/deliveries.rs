@@ -122,7 +122,7 @@ impl Store {
             state: outcome.state,
             outcome: outcome.outcome,
             elapsed: outcome.elapsed,
-            created_at: now,
+            created_at: outcome.finished_at,
             next_run_at: outcome.next_run_at,
         };
         let (status, headers, body, truncated, error_kind, error_message) = match &record.outcome {
