@@ -179,9 +179,49 @@ pub fn source(s: &pb::Source) -> Value {
     Value::Object(o)
 }
 
+/// A retry policy.
+fn retry_policy(r: &pb::RetryPolicy) -> Value {
+    let mut o = Map::new();
+    o.insert("policy".into(), json!(r.kind));
+    o.insert("description".into(), json!(r.description));
+    match r.kind.as_str() {
+        "linear" => {
+            o.insert("interval".into(), duration(r.interval.as_ref()));
+        }
+        "exponential" => {
+            o.insert("interval".into(), duration(r.interval.as_ref()));
+            o.insert("factor".into(), json!(r.factor));
+            o.insert("max_interval".into(), duration(r.max_interval.as_ref()));
+        }
+        "schedule" => {
+            let delays: Vec<Value> = r.schedule.iter().map(|d| duration(Some(d))).collect();
+            o.insert("schedule".into(), Value::Array(delays));
+        }
+        _ => {}
+    }
+    o.insert("max_attempts".into(), json!(r.max_attempts));
+    Value::Object(o)
+}
+
+/// A rate limit as `100/s`.
+fn rate(r: &pb::RateLimit) -> Value {
+    let unit = match r.period.as_ref().map(|p| p.seconds) {
+        Some(1) => "s",
+        Some(60) => "m",
+        Some(3600) => "h",
+        _ => {
+            return json!(format!(
+                "{}/{}",
+                r.count,
+                duration(r.period.as_ref()).as_str().unwrap_or("?")
+            ));
+        }
+    };
+    json!(format!("{}/{unit}", r.count))
+}
+
 /// A target (its secret only when the server sent one: at creation).
 pub fn target(t: &pb::Target) -> Value {
-    let retry = t.retry.as_ref();
     let mut o = Map::new();
     o.insert("id".into(), json!(t.id));
     o.insert("name".into(), json!(t.name));
@@ -193,16 +233,59 @@ pub fn target(t: &pb::Target) -> Value {
     o.insert("source_ids".into(), json!(t.source_ids));
     o.insert(
         "retry".into(),
-        json!({
-            "policy": retry.map(|r| r.kind.clone()).unwrap_or_default(),
-            "interval": duration(retry.and_then(|r| r.interval.as_ref())),
-            "max_attempts": retry.map(|r| r.max_attempts).unwrap_or_default(),
-        }),
+        t.retry.as_ref().map(retry_policy).unwrap_or(Value::Null),
     );
     o.insert("timeout".into(), duration(t.timeout.as_ref()));
+    o.insert("follow_redirects".into(), json!(t.follow_redirects));
+    o.insert("retry_on_4xx".into(), json!(t.retry_on_4xx));
+    o.insert("max_in_flight".into(), json!(t.max_in_flight));
+    o.insert(
+        "rate".into(),
+        t.rate.as_ref().map(rate).unwrap_or(Value::Null),
+    );
+    o.insert("disabled".into(), empty_as_null(&t.disabled_reason));
+    o.insert(
+        "breaker".into(),
+        json!({
+            "state": t.breaker_state,
+            "break_after": t.break_after,
+            "consecutive_failures": t.consecutive_failures,
+            "open_until": time(t.breaker_open_until.as_ref()),
+        }),
+    );
     o.insert("pending_deliveries".into(), json!(t.pending_deliveries));
+    if !t.pending.is_empty() {
+        let pending: Vec<Value> = t
+            .pending
+            .iter()
+            .map(|p| {
+                json!({
+                    "delivery_id": p.delivery_id,
+                    "request_id": p.request_id,
+                    "state": p.state,
+                    "attempts": p.attempts,
+                    "next_run_at": time(p.next_run_at.as_ref()),
+                })
+            })
+            .collect();
+        o.insert("pending".into(), Value::Array(pending));
+    }
     o.insert("created_at".into(), time(t.created_at.as_ref()));
     Value::Object(o)
+}
+
+/// A delivery.
+pub fn delivery(d: &pb::Delivery) -> Value {
+    json!({
+        "id": d.id,
+        "request_id": d.request_id,
+        "target": { "id": d.target_id, "name": empty_as_null(&d.target_name) },
+        "state": d.state,
+        "attempts": d.attempts,
+        "next_run_at": time(d.next_run_at.as_ref()),
+        "created_at": time(d.created_at.as_ref()),
+        "updated_at": time(d.updated_at.as_ref()),
+    })
 }
 
 /// A target's routes in words.

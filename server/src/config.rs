@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::delivery::{RetrySpec, parse_schedule};
+use crate::store::model::RetryPolicy;
+
 /// Shortest accepted SECURE_KEY, in characters.
 pub const MIN_SECURE_KEY_LEN: usize = 32;
 
@@ -42,14 +45,40 @@ pub struct Config {
     #[arg(long, env = "DELIVERY_CONCURRENCY", default_value_t = 64)]
     pub delivery_concurrency: usize,
 
-    /// Delay between delivery attempts for targets created without
-    /// --retry-interval.
+    /// Retry policy of targets created without --retry: linear,
+    /// exponential, schedule or none.
+    #[arg(long, env = "DEFAULT_RETRY", default_value = "linear")]
+    pub default_retry: String,
+
+    /// Delay between attempts (linear), or the first delay (exponential),
+    /// for targets created without --retry-interval.
     #[arg(long, env = "DEFAULT_RETRY_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
     pub default_retry_interval: Duration,
 
     /// Attempts in all for targets created without --max-attempts.
     #[arg(long, env = "DEFAULT_MAX_ATTEMPTS", default_value_t = 10)]
     pub default_max_attempts: u32,
+
+    /// Growth of each delay of the exponential default policy.
+    #[arg(long, env = "DEFAULT_RETRY_FACTOR", default_value_t = 2.0)]
+    pub default_retry_factor: f64,
+
+    /// Cap on the delays of the exponential default policy.
+    #[arg(long, env = "DEFAULT_RETRY_MAX_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub default_retry_max_interval: Duration,
+
+    /// Delays of the schedule default policy, e.g. 5s,5m,30m,2h,5h,10h,10h.
+    #[arg(
+        long,
+        env = "DEFAULT_RETRY_SCHEDULE",
+        default_value = "5s,5m,30m,2h,5h,10h,10h"
+    )]
+    pub default_retry_schedule: String,
+
+    /// First cool-down of a target's circuit breaker; it doubles with each
+    /// failed probe, up to 10 minutes.
+    #[arg(long, env = "BREAKER_COOLDOWN", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub breaker_cooldown: Duration,
 
     /// Log records a live follower (`log -f`) may fall behind before it
     /// misses some; it is told how many it missed.
@@ -86,6 +115,12 @@ pub enum ConfigError {
     /// DATABASE_URL names a store this build does not support.
     #[error("DATABASE_URL {0:?} is not supported: expected sqlite://PATH")]
     DatabaseUrl(String),
+    /// The default retry policy is not valid.
+    #[error("{setting}: {problem}")]
+    DefaultRetry {
+        setting: &'static str,
+        problem: String,
+    },
     /// A setting that must be positive is zero.
     #[error("{0} must be greater than 0")]
     Zero(&'static str),
@@ -119,11 +154,9 @@ impl Config {
         if self.max_body_size == 0 {
             return Err(ConfigError::Zero("MAX_BODY_SIZE"));
         }
-        if self.default_retry_interval.is_zero() {
-            return Err(ConfigError::Zero("DEFAULT_RETRY_INTERVAL"));
-        }
-        if self.default_max_attempts == 0 {
-            return Err(ConfigError::Zero("DEFAULT_MAX_ATTEMPTS"));
+        self.default_retry_policy()?;
+        if self.breaker_cooldown.is_zero() {
+            return Err(ConfigError::Zero("BREAKER_COOLDOWN"));
         }
         if self.follow_buffer == 0 {
             return Err(ConfigError::Zero("FOLLOW_BUFFER"));
@@ -132,6 +165,47 @@ impl Config {
             return Err(ConfigError::Zero("DELIVERY_CONCURRENCY"));
         }
         Ok(())
+    }
+
+    /// The retry policy of targets created without one.
+    ///
+    /// # Errors
+    /// A DEFAULT_RETRY* setting is out of range.
+    pub fn default_retry_policy(&self) -> Result<RetryPolicy, ConfigError> {
+        let setting = |field: &str| match field {
+            "retry" => "DEFAULT_RETRY",
+            "retry_interval" => "DEFAULT_RETRY_INTERVAL",
+            "retry_factor" => "DEFAULT_RETRY_FACTOR",
+            "retry_max_interval" => "DEFAULT_RETRY_MAX_INTERVAL",
+            "retry_schedule" => "DEFAULT_RETRY_SCHEDULE",
+            _ => "DEFAULT_MAX_ATTEMPTS",
+        };
+        let schedule = parse_schedule(&self.default_retry_schedule).map_err(|problem| {
+            ConfigError::DefaultRetry {
+                setting: "DEFAULT_RETRY_SCHEDULE",
+                problem,
+            }
+        })?;
+        let is_schedule = self.default_retry.trim() == "schedule";
+        let spec = RetrySpec {
+            kind: Some(self.default_retry.clone()),
+            interval: Some(self.default_retry_interval),
+            factor: Some(self.default_retry_factor),
+            max_interval: Some(
+                self.default_retry_max_interval
+                    .max(self.default_retry_interval),
+            ),
+            schedule: Some(schedule),
+            max_attempts: (!is_schedule).then_some(self.default_max_attempts),
+        };
+        let base = RetryPolicy::Linear {
+            interval: self.default_retry_interval,
+            max_attempts: self.default_max_attempts.max(1),
+        };
+        spec.resolve(&base).map_err(|e| ConfigError::DefaultRetry {
+            setting: setting(e.field),
+            problem: e.problem,
+        })
     }
 
     /// The admin token; call after [`Config::validate`].

@@ -91,7 +91,8 @@ pub async fn run(
     let public_url = public_url(&config, http_addr)?;
     let bus = logbus::LogBus::new(config.follow_buffer);
     let wake_worker = Arc::new(Notify::new());
-    let client = delivery::http_client().context("cannot set up the HTTP client")?;
+    let clients = delivery::HttpClients::new().context("cannot set up the HTTP client")?;
+    let default_retry = config.default_retry_policy()?;
 
     let ingest_stop = shutdown.child_token();
     let admin_stop = shutdown.child_token();
@@ -100,9 +101,10 @@ pub async fn run(
     let worker = delivery::Worker {
         store: store.clone(),
         bus: bus.clone(),
-        client,
+        clients,
         wake: wake_worker.clone(),
         concurrency: config.delivery_concurrency,
+        breaker_cooldown: config.breaker_cooldown,
     };
     let worker_task = tokio::spawn(worker.run(worker_stop, config.shutdown_grace));
 
@@ -120,10 +122,7 @@ pub async fn run(
         wake_worker,
         public_url: public_url.clone(),
         http_addr,
-        default_retry: store::model::RetryPolicy {
-            interval: config.default_retry_interval,
-            max_attempts: config.default_max_attempts,
-        },
+        default_retry,
         shutdown: admin_stop,
     };
     let secure_key = config.secure_key().to_owned();

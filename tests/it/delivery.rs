@@ -206,7 +206,12 @@ async fn retries_follow_the_linear_policy_and_stop_after_max_attempts() {
     let shown: Value = serde_json::from_str(&shown.stdout).unwrap();
     assert_eq!(
         shown["retry"],
-        json!({"policy": "linear", "interval": "250ms", "max_attempts": 3})
+        json!({
+            "policy": "linear",
+            "description": "linear: every 250ms up to 3 attempts",
+            "interval": "250ms",
+            "max_attempts": 3
+        })
     );
     assert_eq!(shown["pending_deliveries"], 0);
 }

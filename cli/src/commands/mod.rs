@@ -1,5 +1,6 @@
 //! The command tree and its dispatch.
 
+mod delivery;
 mod log;
 mod run;
 mod send;
@@ -37,9 +38,13 @@ enum Command {
     /// Manage targets: the services webhooks are relayed to.
     #[command(subcommand)]
     Target(target::TargetCommand),
+    /// Inspect deliveries (one per stored request and target).
+    #[command(subcommand)]
+    Delivery(delivery::DeliveryCommand),
     /// Print the newest log records, oldest first; -f follows new ones.
     Log(log::LogArgs),
-    /// Resend a stored source.request to its targets (or one target).
+    /// Resend a stored source.request to its targets (or one target), or
+    /// every failed delivery of a target (--failed).
     Send(send::SendArgs),
 }
 
@@ -60,6 +65,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             Command::Run(_) => Ok(()),
             Command::Source(cmd) => source::run(&admin, cmd).await,
             Command::Target(cmd) => target::run(&admin, cmd).await,
+            Command::Delivery(cmd) => delivery::run(&admin, cmd).await,
             Command::Log(args) => log::run(&admin, args).await,
             Command::Send(args) => send::run(&admin, args).await,
         };

@@ -5,7 +5,8 @@ use std::time::Duration;
 use webhook_proto::v1 as pb;
 
 use crate::store::model::{
-    AttemptRecord, Header, LogRecord, Micros, Source, StoredRequest, Target,
+    AttemptRecord, DeliverySummary, Header, LogRecord, Micros, RetryPolicy, Source, StoredRequest,
+    Target, now_micros,
 };
 
 /// Unix microseconds to a protobuf timestamp.
@@ -61,8 +62,38 @@ pub fn source(public_url: &reqwest::Url, source: &Source) -> pb::Source {
     }
 }
 
+/// A retry policy as the API shows it.
+pub fn retry_policy(policy: &RetryPolicy) -> pb::RetryPolicy {
+    let mut shown = pb::RetryPolicy {
+        kind: policy.kind().to_owned(),
+        max_attempts: policy.max_attempts(),
+        description: policy.describe(),
+        ..Default::default()
+    };
+    match policy {
+        RetryPolicy::Linear { interval, .. } => shown.interval = Some(duration(*interval)),
+        RetryPolicy::Exponential {
+            initial,
+            factor,
+            max_interval,
+            ..
+        } => {
+            shown.interval = Some(duration(*initial));
+            shown.factor = *factor;
+            shown.max_interval = Some(duration(*max_interval));
+        }
+        RetryPolicy::Schedule { delays } => {
+            shown.schedule = delays.iter().map(|d| duration(*d)).collect();
+        }
+        RetryPolicy::None => {}
+    }
+    shown
+}
+
 /// A target as the API shows it; the secret only when `with_secret`.
 pub fn target(target: &Target, with_secret: bool, pending_deliveries: u64) -> pb::Target {
+    let settings = &target.settings;
+    let now = now_micros();
     pb::Target {
         id: target.id,
         name: target.name.clone(),
@@ -74,14 +105,42 @@ pub fn target(target: &Target, with_secret: bool, pending_deliveries: u64) -> pb
             String::new()
         },
         source_ids: target.source_ids.clone(),
-        retry: Some(pb::RetryPolicy {
-            kind: crate::store::model::RetryPolicy::LINEAR.to_owned(),
-            interval: Some(duration(target.retry.interval)),
-            max_attempts: target.retry.max_attempts,
-        }),
-        timeout: Some(duration(target.timeout)),
+        retry: Some(retry_policy(&settings.retry)),
+        timeout: Some(duration(settings.timeout)),
         created_at: Some(timestamp(target.created_at)),
         pending_deliveries,
+        follow_redirects: settings.follow_redirects,
+        retry_on_4xx: settings.retry_on_4xx,
+        max_in_flight: settings.max_in_flight,
+        rate: settings.rate.map(|r| pb::RateLimit {
+            count: r.count,
+            period: Some(duration(r.period)),
+        }),
+        break_after: settings.break_after,
+        disabled_reason: target.disabled_reason.clone().unwrap_or_default(),
+        breaker_state: target.breaker.state(now).to_owned(),
+        consecutive_failures: target.breaker.consecutive_failures,
+        breaker_open_until: target.breaker.open_until.map(timestamp),
+        pending: Vec::new(),
+    }
+}
+
+/// An unfinished delivery, for `target show`.
+pub fn pending_delivery(d: &DeliverySummary) -> pb::PendingDelivery {
+    pb::PendingDelivery {
+        delivery_id: d.id.clone(),
+        request_id: d.request_id.clone(),
+        state: delivery_state(d).to_owned(),
+        attempts: d.attempt,
+        next_run_at: d.next_run_at.map(timestamp),
+    }
+}
+
+/// A delivery's state in words: pending (never tried) and retrying are told apart.
+pub fn delivery_state(d: &DeliverySummary) -> &str {
+    match d.state.as_str() {
+        "pending" if d.attempt > 0 => "retrying",
+        other => other,
     }
 }
 

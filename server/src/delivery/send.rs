@@ -89,7 +89,7 @@ fn build_request(
         .request(method, &claimed.target.url)
         .headers(headers)
         .body(request.body.clone())
-        .timeout(claimed.target.timeout)
+        .timeout(claimed.target.settings.timeout)
         .build()
         .map_err(|e| invalid("request", describe(&e)))
 }

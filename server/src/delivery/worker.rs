@@ -1,23 +1,28 @@
 //! The delivery worker: claims due deliveries, sends them concurrently,
 //! records each outcome and schedules the next attempt.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::HttpClients;
+use super::policy::{Verdict, classify, next_step};
+use super::rate::RateLimiter;
 use super::send::send_attempt;
-use super::{classify, next_step};
 use crate::logbus::LogBus;
 use crate::store::Store;
-use crate::store::model::{AttemptOutcome, ClaimedDelivery, LogRecord, now_micros};
+use crate::store::model::{AttemptOutcome, ClaimedDelivery, LogRecord, new_record_id, now_micros};
 
 /// Deliveries claimed in one store round trip.
 const CLAIM_BATCH: usize = 64;
 /// The longest the worker sleeps without looking at the store.
 const MAX_IDLE: Duration = Duration::from_secs(30);
+/// The shortest pause when due work could not be claimed (every due target
+/// is at its in-flight or rate limit); finishing attempts wake it sooner.
+const MIN_IDLE: Duration = Duration::from_millis(50);
 /// Pause after a store error before claiming again.
 const STORE_RETRY: Duration = Duration::from_secs(1);
 /// Tries at recording an outcome before leaving it to lease expiry.
@@ -28,19 +33,23 @@ const FINISH_TRIES: u32 = 5;
 pub struct Worker {
     pub store: Store,
     pub bus: LogBus,
-    pub client: reqwest::Client,
+    pub clients: HttpClients,
     /// Woken when deliveries are created or rescheduled.
     pub wake: Arc<Notify>,
     /// Attempts in flight at once, over all targets.
     pub concurrency: usize,
+    /// The first cool-down of a target's circuit breaker.
+    pub breaker_cooldown: Duration,
 }
 
 impl Worker {
     /// Runs until `shutdown` is cancelled; then lets attempts in flight
-    /// finish for up to `grace` and abandons the rest (their leases return
-    /// them to pending).
+    /// finish for up to `grace`, and gives the rest back to the store
+    /// untried.
     pub async fn run(self, shutdown: CancellationToken, grace: Duration) {
+        let worker_id = new_record_id();
         let permits = Arc::new(Semaphore::new(self.concurrency));
+        let limiter = Arc::new(Mutex::new(RateLimiter::default()));
         let mut in_flight = JoinSet::new();
         loop {
             while in_flight.try_join_next().is_some() {}
@@ -54,7 +63,15 @@ impl Worker {
                     _ = in_flight.join_next() => continue,
                 }
             }
-            let claimed = match self.store.claim_due_deliveries(available as u32).await {
+            let skip = limiter
+                .lock()
+                .map(|mut l| l.exhausted(Instant::now()))
+                .unwrap_or_default();
+            let claimed = match self
+                .store
+                .claim_due_deliveries(&worker_id, available as u32, &skip)
+                .await
+            {
                 Ok(claimed) => claimed,
                 Err(e) => {
                     tracing::warn!(error = %e, "worker: claiming deliveries failed");
@@ -64,8 +81,15 @@ impl Worker {
                     }
                 }
             };
-            let full_batch = claimed.len() == available;
+            let claimed_count = claimed.len();
             for delivery in claimed {
+                if let Some(wait) = self.rate_limited(&limiter, &delivery) {
+                    let due = now_micros() + i64::try_from(wait.as_micros()).unwrap_or(i64::MAX);
+                    if let Err(e) = self.store.unclaim(&delivery, due).await {
+                        tracing::warn!(error = %e, "worker: giving back a rate-limited delivery failed");
+                    }
+                    continue;
+                }
                 let Ok(permit) = permits.clone().try_acquire_owned() else {
                     break;
                 };
@@ -75,10 +99,13 @@ impl Worker {
                     drop(permit);
                 });
             }
-            if full_batch {
+            if claimed_count == available {
                 continue;
             }
-            let idle = self.idle_time().await;
+            let mut idle = self.idle_time().await;
+            if claimed_count == 0 {
+                idle = idle.max(MIN_IDLE);
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = self.wake.notified() => {}
@@ -94,11 +121,31 @@ impl Worker {
             if drained.is_err() {
                 tracing::warn!(
                     abandoned = in_flight.len(),
-                    "worker: grace period over, leaving the rest to lease expiry"
+                    "worker: grace period over, giving unfinished attempts back"
                 );
                 in_flight.abort_all();
+                while in_flight.join_next().await.is_some() {}
             }
         }
+        match self.store.release_leases(&worker_id).await {
+            Ok(0) => {}
+            Ok(released) => tracing::info!(released, "worker: leases given back"),
+            Err(e) => tracing::warn!(error = %e, "worker: leases not given back; they will expire"),
+        }
+    }
+
+    /// How long until the target of `delivery` may be sent to again, if it
+    /// is over its rate limit now.
+    fn rate_limited(
+        &self,
+        limiter: &Mutex<RateLimiter>,
+        delivery: &ClaimedDelivery,
+    ) -> Option<Duration> {
+        let limit = delivery.target.settings.rate?;
+        let mut limiter = limiter.lock().ok()?;
+        limiter
+            .try_take(delivery.target.id, limit, Instant::now())
+            .err()
     }
 
     /// How long to sleep when nothing is due now.
@@ -115,20 +162,40 @@ impl Worker {
 
     /// Sends one attempt and records what came of it.
     async fn deliver(&self, claimed: ClaimedDelivery) {
-        let (outcome, elapsed) = send_attempt(&self.client, &claimed).await;
-        let verdict = classify(&outcome);
+        let settings = &claimed.target.settings;
+        let client = self.clients.for_target(settings.follow_redirects);
+        let (outcome, elapsed) = send_attempt(client, &claimed).await;
+        let verdict = classify(&outcome, settings);
         let finished_at = now_micros();
-        let (state, next_run_at) =
-            next_step(&claimed.target.retry, claimed.attempt, verdict, finished_at);
+        let (state, next_run_at) = next_step(
+            &settings.retry,
+            claimed.attempt,
+            verdict,
+            finished_at,
+            &mut rand::rng(),
+        );
+        let disable_target = (verdict == Verdict::Gone).then(|| {
+            format!(
+                "410 Gone from {} at {}",
+                claimed.target.url,
+                humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+            )
+        });
         let outcome = AttemptOutcome {
             finished_at,
             outcome,
             state,
             elapsed,
             next_run_at,
+            disable_target,
+            target_failed: verdict.target_failed(),
         };
         for attempt in 1..=FINISH_TRIES {
-            match self.store.finish_attempt(&claimed, outcome.clone()).await {
+            match self
+                .store
+                .finish_attempt(&claimed, outcome.clone(), self.breaker_cooldown)
+                .await
+            {
                 Ok(Some(record)) => {
                     tracing::debug!(
                         delivery_id = %claimed.delivery_id,
@@ -137,9 +204,8 @@ impl Worker {
                         "attempt recorded"
                     );
                     self.bus.publish(LogRecord::Attempt(record));
-                    if next_run_at.is_some() {
-                        self.wake.notify_one();
-                    }
+                    // A slot is free, and the breaker or a retry may have moved.
+                    self.wake.notify_one();
                     return;
                 }
                 Ok(None) => {

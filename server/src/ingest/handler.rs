@@ -15,10 +15,10 @@ use crate::store::model::{LogRecord, StoredRequest, new_record_id, now_micros};
 /// `GET /health`: 200 "running", or 503 "degraded" with the issues.
 pub async fn health(State(state): State<IngestState>) -> Response {
     let report = health::check(&state.store).await;
-    let status = if report.issues.is_empty() {
-        StatusCode::OK
-    } else {
+    let status = if report.degraded {
         StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
     };
     let mut response = (status, report.to_json()).into_response();
     response.headers_mut().insert(

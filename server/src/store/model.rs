@@ -70,17 +70,181 @@ pub struct NewSource {
 }
 
 /// When to try a failed delivery again.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Fixed delay between attempts.
-    pub interval: Duration,
-    /// Attempts in all, the first one included.
-    pub max_attempts: u32,
+#[derive(Debug, Clone, PartialEq)]
+pub enum RetryPolicy {
+    /// A fixed delay between attempts.
+    Linear {
+        interval: Duration,
+        max_attempts: u32,
+    },
+    /// `initial`, then multiplied by `factor` after each attempt, capped at
+    /// `max_interval`, with ±20% jitter.
+    Exponential {
+        initial: Duration,
+        factor: f64,
+        max_interval: Duration,
+        max_attempts: u32,
+    },
+    /// An explicit delay before each retry: `delays.len() + 1` attempts.
+    Schedule { delays: Vec<Duration> },
+    /// One attempt only.
+    None,
 }
 
 impl RetryPolicy {
-    /// The name of the policy in the API and the CLI.
-    pub const LINEAR: &'static str = "linear";
+    /// The policy's name in the API, the CLI and the store.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RetryPolicy::Linear { .. } => "linear",
+            RetryPolicy::Exponential { .. } => "exponential",
+            RetryPolicy::Schedule { .. } => "schedule",
+            RetryPolicy::None => "none",
+        }
+    }
+
+    /// Attempts in all, the first one included.
+    pub fn max_attempts(&self) -> u32 {
+        match self {
+            RetryPolicy::Linear { max_attempts, .. }
+            | RetryPolicy::Exponential { max_attempts, .. } => *max_attempts,
+            RetryPolicy::Schedule { delays } => u32::try_from(delays.len())
+                .unwrap_or(u32::MAX)
+                .saturating_add(1),
+            RetryPolicy::None => 1,
+        }
+    }
+
+    /// The policy in words, for people.
+    pub fn describe(&self) -> String {
+        let d = |d: &Duration| humantime::format_duration(*d).to_string();
+        match self {
+            RetryPolicy::Linear {
+                interval,
+                max_attempts,
+            } => format!(
+                "linear: every {} up to {max_attempts} attempts",
+                d(interval)
+            ),
+            RetryPolicy::Exponential {
+                initial,
+                factor,
+                max_interval,
+                max_attempts,
+            } => format!(
+                "exponential: {} then x{factor} each time (at most {}, ±20% jitter) up to {max_attempts} attempts",
+                d(initial),
+                d(max_interval)
+            ),
+            RetryPolicy::Schedule { delays } => format!(
+                "schedule: retries after {} ({} attempts)",
+                delays.iter().map(d).collect::<Vec<_>>().join(", "),
+                self.max_attempts()
+            ),
+            RetryPolicy::None => "none: one attempt, no retry".to_owned(),
+        }
+    }
+}
+
+/// At most `count` attempts per `period` to one target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub count: u32,
+    pub period: Duration,
+}
+
+/// How deliveries to a target are sent and retried; `target update` changes
+/// these for deliveries not yet finished.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliverySettings {
+    pub retry: RetryPolicy,
+    /// Connect plus the full response, per attempt.
+    pub timeout: Duration,
+    /// Follow 3xx redirects instead of failing.
+    pub follow_redirects: bool,
+    /// Retry 4xx answers (other than 410) instead of failing.
+    pub retry_on_4xx: bool,
+    /// Attempts to this target in flight at once.
+    pub max_in_flight: u32,
+    pub rate: Option<RateLimit>,
+    /// Consecutive failures that open the circuit breaker.
+    pub break_after: u32,
+}
+
+/// The circuit breaker of a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Breaker {
+    pub consecutive_failures: u32,
+    /// While set (and in the future), nothing but a probe is sent.
+    pub open_until: Option<Micros>,
+    /// Openings in a row; each doubles the cool-down.
+    pub opens: u32,
+}
+
+/// The longest circuit-breaker cool-down.
+pub const MAX_BREAKER_COOLDOWN: Duration = Duration::from_secs(600);
+
+impl Breaker {
+    /// Whether the breaker is open (nothing is sent) at `now`.
+    pub fn is_open(&self, now: Micros) -> bool {
+        self.open_until.is_some_and(|until| until > now)
+    }
+
+    /// "closed", "open" (cooling down) or "half-open" (one probe allowed).
+    pub fn state(&self, now: Micros) -> &'static str {
+        match self.open_until {
+            None => "closed",
+            Some(until) if until > now => "open",
+            Some(_) => "half-open",
+        }
+    }
+
+    /// The breaker after an attempt: `Some(true)` a failure that says the
+    /// target is unwell, `Some(false)` a success, `None` neither (e.g. a 4xx).
+    /// `break_after` consecutive failures open it for `base`, doubling with
+    /// every opening in a row up to [`MAX_BREAKER_COOLDOWN`]; a failed probe
+    /// re-opens it, a success closes it.
+    pub fn after(
+        self,
+        failed: Option<bool>,
+        break_after: u32,
+        now: Micros,
+        base: Duration,
+    ) -> Breaker {
+        let cooldown = |opens: u32| {
+            let factor = 2u32.saturating_pow(opens.saturating_sub(1));
+            let cooldown = base.saturating_mul(factor).min(MAX_BREAKER_COOLDOWN);
+            now.saturating_add(i64::try_from(cooldown.as_micros()).unwrap_or(i64::MAX))
+        };
+        match failed {
+            None => self,
+            Some(false) => Breaker::default(),
+            Some(true) => {
+                let failures = self.consecutive_failures.saturating_add(1);
+                match self.open_until {
+                    // Still cooling down: a straggler's failure changes nothing more.
+                    Some(until) if until > now => Breaker {
+                        consecutive_failures: failures,
+                        ..self
+                    },
+                    // Half-open: the probe failed.
+                    Some(_) => Breaker {
+                        consecutive_failures: failures,
+                        open_until: Some(cooldown(self.opens + 1)),
+                        opens: self.opens + 1,
+                    },
+                    None if break_after > 0 && failures >= break_after => Breaker {
+                        consecutive_failures: failures,
+                        open_until: Some(cooldown(1)),
+                        opens: 1,
+                    },
+                    None => Breaker {
+                        consecutive_failures: failures,
+                        ..self
+                    },
+                }
+            }
+        }
+    }
 }
 
 /// A service that stored requests are relayed to.
@@ -93,8 +257,10 @@ pub struct Target {
     pub signing_secret: Option<String>,
     /// Empty: every source.
     pub source_ids: Vec<i64>,
-    pub retry: RetryPolicy,
-    pub timeout: Duration,
+    pub settings: DeliverySettings,
+    /// Why the target is disabled (nothing is sent to it), or None.
+    pub disabled_reason: Option<String>,
+    pub breaker: Breaker,
     pub created_at: Micros,
 }
 
@@ -105,8 +271,7 @@ pub struct NewTarget {
     pub url: String,
     pub signing_secret: Option<String>,
     pub source_ids: Vec<i64>,
-    pub retry: RetryPolicy,
-    pub timeout: Duration,
+    pub settings: DeliverySettings,
 }
 
 /// A source request as received, stored byte for byte.
@@ -282,6 +447,32 @@ pub struct ClaimedDelivery {
     pub target: Target,
 }
 
+/// A delivery as listed by `delivery list`.
+#[derive(Debug, Clone)]
+pub struct DeliverySummary {
+    pub id: String,
+    pub request_id: String,
+    pub target_id: i64,
+    /// None when the target has been removed since.
+    pub target_name: Option<String>,
+    /// pending | in_flight | delivered | failed | cancelled.
+    pub state: String,
+    /// Attempts started so far.
+    pub attempt: u32,
+    pub next_run_at: Option<Micros>,
+    pub created_at: Micros,
+    pub updated_at: Micros,
+}
+
+/// Which deliveries `delivery list` wants.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    /// pending (never tried), retrying (tried, due again), in_flight,
+    /// delivered, failed or cancelled; None = any.
+    pub state: Option<String>,
+    pub target_id: Option<i64>,
+}
+
 /// What a worker writes when an attempt ends.
 #[derive(Debug, Clone)]
 pub struct AttemptOutcome {
@@ -292,4 +483,8 @@ pub struct AttemptOutcome {
     pub state: AttemptState,
     pub elapsed: Duration,
     pub next_run_at: Option<Micros>,
+    /// Disable the target, for this reason (410 Gone).
+    pub disable_target: Option<String>,
+    /// For the circuit breaker: see [`Breaker::after`].
+    pub target_failed: Option<bool>,
 }

@@ -2,11 +2,11 @@
 
 use super::Store;
 use super::queries as q;
-use super::rows::{SourceRow, TargetRow, to_millis};
+use sqlx::SqliteConnection;
+
+use super::rows::{SourceRow, TargetRow, encode_retry, to_millis};
 use crate::store::StoreError;
-use crate::store::model::{
-    NewSource, NewTarget, RetryPolicy, Source, SourceAuth, Target, now_micros,
-};
+use crate::store::model::{Breaker, NewSource, NewTarget, Source, SourceAuth, Target, now_micros};
 
 impl Store {
     /// Creates a source and returns it with its new id.
@@ -94,36 +94,31 @@ impl Store {
     pub async fn create_target(&self, new: NewTarget) -> Result<Target, StoreError> {
         let created_at = now_micros();
         let mut tx = self.writer.begin().await?;
-        for source_id in &new.source_ids {
-            let count: i64 = sqlx::query_scalar(q::SOURCE_EXISTS)
-                .bind(source_id)
-                .fetch_one(&mut *tx)
-                .await?;
-            if count == 0 {
-                return Err(StoreError::NotFound(format!("source {source_id}")));
-            }
-        }
+        check_sources_exist(&mut tx, &new.source_ids).await?;
+        let (kind, interval, attempts, factor, max_interval, schedule) =
+            encode_retry(&new.settings.retry);
+        let settings = &new.settings;
         let id: i64 = sqlx::query_scalar(q::INSERT_TARGET)
             .bind(&new.name)
             .bind(&new.url)
             .bind(new.signing_secret.as_deref())
-            .bind(RetryPolicy::LINEAR)
-            .bind(to_millis(new.retry.interval))
-            .bind(i64::from(new.retry.max_attempts))
-            .bind(to_millis(new.timeout))
+            .bind(kind)
+            .bind(interval)
+            .bind(attempts)
+            .bind(factor)
+            .bind(max_interval)
+            .bind(schedule)
+            .bind(to_millis(settings.timeout))
+            .bind(settings.follow_redirects)
+            .bind(settings.retry_on_4xx)
+            .bind(i64::from(settings.max_in_flight))
+            .bind(settings.rate.map(|r| i64::from(r.count)))
+            .bind(settings.rate.map(|r| to_millis(r.period)))
+            .bind(i64::from(settings.break_after))
             .bind(created_at)
             .fetch_one(&mut *tx)
             .await?;
-        let mut source_ids = new.source_ids;
-        source_ids.sort_unstable();
-        source_ids.dedup();
-        for source_id in &source_ids {
-            sqlx::query(q::INSERT_TARGET_SOURCE)
-                .bind(id)
-                .bind(source_id)
-                .execute(&mut *tx)
-                .await?;
-        }
+        let source_ids = replace_routes(&mut tx, id, new.source_ids).await?;
         tx.commit().await?;
         Ok(Target {
             id,
@@ -131,10 +126,64 @@ impl Store {
             url: new.url,
             signing_secret: new.signing_secret,
             source_ids,
-            retry: new.retry,
-            timeout: new.timeout,
+            settings: new.settings,
+            disabled_reason: None,
+            breaker: Breaker::default(),
             created_at,
         })
+    }
+
+    /// Writes a target's name, URL, routes and delivery settings. Deliveries
+    /// not yet finished use the new settings from their next attempt on.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown target or routed source; the store is unavailable.
+    pub async fn update_target(&self, target: &Target) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        check_sources_exist(&mut tx, &target.source_ids).await?;
+        let (kind, interval, attempts, factor, max_interval, schedule) =
+            encode_retry(&target.settings.retry);
+        let settings = &target.settings;
+        let updated = sqlx::query(q::UPDATE_TARGET)
+            .bind(&target.name)
+            .bind(&target.url)
+            .bind(kind)
+            .bind(interval)
+            .bind(attempts)
+            .bind(factor)
+            .bind(max_interval)
+            .bind(schedule)
+            .bind(to_millis(settings.timeout))
+            .bind(settings.follow_redirects)
+            .bind(settings.retry_on_4xx)
+            .bind(i64::from(settings.max_in_flight))
+            .bind(settings.rate.map(|r| i64::from(r.count)))
+            .bind(settings.rate.map(|r| to_millis(r.period)))
+            .bind(i64::from(settings.break_after))
+            .bind(target.id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::NotFound(format!("target {}", target.id)));
+        }
+        replace_routes(&mut tx, target.id, target.source_ids.clone()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Re-enables a disabled target and closes its circuit breaker; returns
+    /// whether the target exists.
+    ///
+    /// # Errors
+    /// The store is unavailable.
+    pub async fn enable_target(&self, id: i64) -> Result<bool, StoreError> {
+        let updated = sqlx::query(q::ENABLE_TARGET)
+            .bind(id)
+            .execute(&self.writer)
+            .await?
+            .rows_affected();
+        Ok(updated > 0)
     }
 
     /// Every target with its routes, oldest first.
@@ -148,7 +197,7 @@ impl Store {
         let mut targets = Vec::with_capacity(rows.len());
         for row in rows {
             let routes = self.target_routes(row.id).await?;
-            targets.push(row.into_target(routes));
+            targets.push(row.into_target(routes)?);
         }
         Ok(targets)
     }
@@ -165,7 +214,7 @@ impl Store {
         match row {
             Some(row) => {
                 let routes = self.target_routes(id).await?;
-                Ok(Some(row.into_target(routes)))
+                Ok(Some(row.into_target(routes)?))
             }
             None => Ok(None),
         }
@@ -210,4 +259,39 @@ impl Store {
         tx.commit().await?;
         Ok(deleted > 0)
     }
+}
+
+async fn check_sources_exist(conn: &mut SqliteConnection, ids: &[i64]) -> Result<(), StoreError> {
+    for source_id in ids {
+        let count: i64 = sqlx::query_scalar(q::SOURCE_EXISTS)
+            .bind(source_id)
+            .fetch_one(&mut *conn)
+            .await?;
+        if count == 0 {
+            return Err(StoreError::NotFound(format!("source {source_id}")));
+        }
+    }
+    Ok(())
+}
+
+/// Sets a target's routes; returns them sorted and deduplicated.
+async fn replace_routes(
+    conn: &mut SqliteConnection,
+    target_id: i64,
+    mut source_ids: Vec<i64>,
+) -> Result<Vec<i64>, StoreError> {
+    source_ids.sort_unstable();
+    source_ids.dedup();
+    sqlx::query(q::DELETE_TARGET_SOURCES)
+        .bind(target_id)
+        .execute(&mut *conn)
+        .await?;
+    for source_id in &source_ids {
+        sqlx::query(q::INSERT_TARGET_SOURCE)
+            .bind(target_id)
+            .bind(source_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(source_ids)
 }

@@ -1,12 +1,17 @@
 //! The delivery state machine's writes: claim with a lease, then record the
 //! outcome fenced on that lease.
 
+use std::time::Duration;
+
+use sqlx::{QueryBuilder, Sqlite};
+
 use super::Store;
 use super::queries as q;
-use super::rows::encode_headers;
+use super::rows::{AttemptRow, DeliveryRow, encode_headers};
 use crate::store::StoreError;
 use crate::store::model::{
-    AttemptOutcome, AttemptRecord, AttemptState, ClaimedDelivery, Micros, new_record_id, now_micros,
+    AttemptOutcome, AttemptRecord, AttemptState, Breaker, ClaimedDelivery, DeliveryFilter,
+    DeliverySummary, Micros, new_record_id, now_micros,
 };
 
 impl Store {
@@ -24,17 +29,36 @@ impl Store {
         Ok(released)
     }
 
-    /// Claims up to `limit` due deliveries under a new lease, after returning
-    /// expired leases to pending.
+    /// Gives back, untried, every delivery still leased by `worker_id`
+    /// (a worker stopping).
+    ///
+    /// # Errors
+    /// The store is unavailable; the leases will expire instead.
+    pub async fn release_leases(&self, worker_id: &str) -> Result<u64, StoreError> {
+        let released = sqlx::query(q::RELEASE_LEASE)
+            .bind(now_micros())
+            .bind(worker_id)
+            .execute(&self.writer)
+            .await?
+            .rows_affected();
+        Ok(released)
+    }
+
+    /// Claims up to `limit` due deliveries under a new lease of `worker_id`
+    /// (32 hex characters), after returning expired leases to pending.
+    /// Targets in `skip` are left alone.
     ///
     /// # Errors
     /// The store is unavailable.
     pub async fn claim_due_deliveries(
         &self,
+        worker_id: &str,
         limit: u32,
+        skip: &[i64],
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
         let now = now_micros();
-        let lease_token = new_record_id();
+        let lease_token = format!("{worker_id}.{}", new_record_id());
+        let skip = serde_json::to_string(skip).unwrap_or_else(|_| "[]".to_owned());
         let mut tx = self.writer.begin().await?;
         sqlx::query(q::EXPIRE_LEASES)
             .bind(now)
@@ -44,6 +68,7 @@ impl Store {
             .bind(&lease_token)
             .bind(now)
             .bind(i64::from(limit))
+            .bind(skip)
             .fetch_all(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -68,7 +93,27 @@ impl Store {
         Ok(claimed)
     }
 
-    /// When the earliest pending delivery is due, if any.
+    /// Gives a claimed delivery back without trying it, due again at
+    /// `next_run_at` (the target's rate limit is used up).
+    ///
+    /// # Errors
+    /// The store is unavailable; the lease will expire instead.
+    pub async fn unclaim(
+        &self,
+        claimed: &ClaimedDelivery,
+        next_run_at: Micros,
+    ) -> Result<(), StoreError> {
+        sqlx::query(q::UNCLAIM)
+            .bind(next_run_at)
+            .bind(now_micros())
+            .bind(&claimed.delivery_id)
+            .bind(&claimed.lease_token)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    /// When the worker should look for due deliveries again, if ever.
     ///
     /// # Errors
     /// The store is unavailable.
@@ -78,10 +123,10 @@ impl Store {
             .await?)
     }
 
-    /// Records the outcome of a claimed attempt and its log record, in one
-    /// transaction. Returns None when the lease was lost (expired and claimed
-    /// again, or the target removed): a stale worker never overwrites a newer
-    /// outcome.
+    /// Records the outcome of a claimed attempt, its log record, the target's
+    /// circuit breaker and (on 410) its disabling, in one transaction.
+    /// Returns None when the lease was lost (expired and claimed again, or
+    /// the target removed): a stale worker never overwrites a newer outcome.
     ///
     /// # Errors
     /// The store is unavailable; the lease stays and will expire.
@@ -89,8 +134,9 @@ impl Store {
         &self,
         claimed: &ClaimedDelivery,
         outcome: AttemptOutcome,
+        breaker_cooldown: Duration,
     ) -> Result<Option<AttemptRecord>, StoreError> {
-        let now = now_micros();
+        let now = outcome.finished_at;
         let delivery_state = match outcome.state {
             AttemptState::Retrying => "pending",
             AttemptState::Delivered => "delivered",
@@ -110,60 +156,204 @@ impl Store {
             tx.rollback().await?;
             return Ok(None);
         }
+        let target_id = claimed.target.id;
+        if outcome.target_failed.is_some() {
+            let current: Option<(i64, Option<i64>, i64, i64)> = sqlx::query_as(q::SELECT_BREAKER)
+                .bind(target_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some((failures, until, opens, break_after)) = current {
+                let before = Breaker {
+                    consecutive_failures: u32::try_from(failures).unwrap_or(0),
+                    open_until: until,
+                    opens: u32::try_from(opens).unwrap_or(0),
+                };
+                let after = before.after(
+                    outcome.target_failed,
+                    u32::try_from(break_after).unwrap_or(0),
+                    now,
+                    breaker_cooldown,
+                );
+                if after != before {
+                    if after.open_until != before.open_until && after.is_open(now) {
+                        tracing::warn!(
+                            target_id,
+                            failures = after.consecutive_failures,
+                            "circuit breaker open"
+                        );
+                    }
+                    sqlx::query(q::UPDATE_BREAKER)
+                        .bind(i64::from(after.consecutive_failures))
+                        .bind(after.open_until)
+                        .bind(i64::from(after.opens))
+                        .bind(target_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+        }
+        if let Some(reason) = &outcome.disable_target {
+            tracing::warn!(target_id, %reason, "target disabled");
+            sqlx::query(q::DISABLE_TARGET)
+                .bind(reason)
+                .bind(target_id)
+                .execute(&mut *tx)
+                .await?;
+        }
         let record = AttemptRecord {
             id: new_record_id(),
             delivery_id: claimed.delivery_id.clone(),
             request_id: claimed.request.id.clone(),
             source_id: claimed.request.source_id,
-            target_id: claimed.target.id,
+            target_id,
             target_name: Some(claimed.target.name.clone()),
             url: claimed.target.url.clone(),
             attempt: claimed.attempt,
             state: outcome.state,
             outcome: outcome.outcome,
             elapsed: outcome.elapsed,
-            created_at: outcome.finished_at,
+            created_at: now,
             next_run_at: outcome.next_run_at,
         };
-        let (status, headers, body, truncated, error_kind, error_message) = match &record.outcome {
-            Ok(r) => (
-                Some(i64::from(r.status_code)),
-                Some(encode_headers(&r.headers)),
-                Some(r.body.as_ref()),
-                r.body_truncated,
-                None,
-                None,
-            ),
-            Err(e) => (
-                None,
-                None,
-                None,
-                false,
-                Some(e.kind.as_str()),
-                Some(e.message.as_str()),
-            ),
-        };
-        sqlx::query(q::INSERT_ATTEMPT)
-            .bind(&record.id)
-            .bind(&record.delivery_id)
-            .bind(&record.request_id)
-            .bind(record.source_id)
-            .bind(record.target_id)
-            .bind(&record.url)
-            .bind(i64::from(record.attempt))
-            .bind(record.state.as_str())
-            .bind(status)
-            .bind(headers)
-            .bind(body)
-            .bind(truncated)
-            .bind(error_kind)
-            .bind(error_message)
-            .bind(i64::try_from(record.elapsed.as_micros()).unwrap_or(i64::MAX))
-            .bind(record.created_at)
-            .bind(record.next_run_at)
-            .execute(&mut *tx)
-            .await?;
+        insert_attempt(&mut tx, &record).await?;
         tx.commit().await?;
         Ok(Some(record))
     }
+
+    /// Deliveries matching `filter`, newest first.
+    ///
+    /// # Errors
+    /// The store is unavailable.
+    pub async fn list_deliveries(
+        &self,
+        filter: &DeliveryFilter,
+        limit: u32,
+    ) -> Result<Vec<DeliverySummary>, StoreError> {
+        let mut query = QueryBuilder::<Sqlite>::new(q::SELECT_DELIVERIES);
+        match filter.state.as_deref() {
+            None => {}
+            Some("retrying") => {
+                query.push(" AND d.state = 'pending' AND d.attempt > 0");
+            }
+            Some("pending") => {
+                query.push(" AND d.state = 'pending' AND d.attempt = 0");
+            }
+            Some(state) => {
+                query.push(" AND d.state = ").push_bind(state.to_owned());
+            }
+        }
+        if let Some(target_id) = filter.target_id {
+            query.push(" AND d.target_id = ").push_bind(target_id);
+        }
+        query
+            .push(" ORDER BY d.id DESC LIMIT ")
+            .push_bind(i64::from(limit));
+        let rows: Vec<DeliveryRow> = query.build_query_as().fetch_all(&self.reader).await?;
+        Ok(rows.into_iter().map(DeliverySummary::from).collect())
+    }
+
+    /// Unfinished deliveries of a target, the soonest due first.
+    ///
+    /// # Errors
+    /// The store is unavailable.
+    pub async fn pending_deliveries(
+        &self,
+        target_id: i64,
+        limit: u32,
+    ) -> Result<Vec<DeliverySummary>, StoreError> {
+        let rows: Vec<DeliveryRow> = sqlx::query_as(q::SELECT_PENDING_OF_TARGET)
+            .bind(target_id)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows.into_iter().map(DeliverySummary::from).collect())
+    }
+
+    /// One delivery and all its attempts, oldest first.
+    ///
+    /// # Errors
+    /// The store is unavailable or a row is corrupt.
+    pub async fn get_delivery(
+        &self,
+        id: &str,
+    ) -> Result<Option<(DeliverySummary, Vec<AttemptRecord>)>, StoreError> {
+        let row: Option<DeliveryRow> = sqlx::query_as(q::SELECT_DELIVERY)
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let attempts: Vec<AttemptRow> = sqlx::query_as(q::SELECT_ATTEMPTS_OF_DELIVERY)
+            .bind(id)
+            .fetch_all(&self.reader)
+            .await?;
+        let attempts = attempts
+            .into_iter()
+            .map(AttemptRecord::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some((DeliverySummary::from(row), attempts)))
+    }
+
+    /// The requests whose delivery to `target_id` failed since `since`,
+    /// oldest first.
+    ///
+    /// # Errors
+    /// The store is unavailable.
+    pub async fn failed_requests(
+        &self,
+        target_id: i64,
+        since: Micros,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(q::SELECT_FAILED_REQUESTS)
+            .bind(target_id)
+            .bind(since)
+            .fetch_all(&self.reader)
+            .await?)
+    }
+}
+
+async fn insert_attempt(
+    conn: &mut sqlx::SqliteConnection,
+    record: &AttemptRecord,
+) -> Result<(), StoreError> {
+    let (status, headers, body, truncated, error_kind, error_message) = match &record.outcome {
+        Ok(r) => (
+            Some(i64::from(r.status_code)),
+            Some(encode_headers(&r.headers)),
+            Some(r.body.as_ref()),
+            r.body_truncated,
+            None,
+            None,
+        ),
+        Err(e) => (
+            None,
+            None,
+            None,
+            false,
+            Some(e.kind.as_str()),
+            Some(e.message.as_str()),
+        ),
+    };
+    sqlx::query(q::INSERT_ATTEMPT)
+        .bind(&record.id)
+        .bind(&record.delivery_id)
+        .bind(&record.request_id)
+        .bind(record.source_id)
+        .bind(record.target_id)
+        .bind(&record.url)
+        .bind(i64::from(record.attempt))
+        .bind(record.state.as_str())
+        .bind(status)
+        .bind(headers)
+        .bind(body)
+        .bind(truncated)
+        .bind(error_kind)
+        .bind(error_message)
+        .bind(i64::try_from(record.elapsed.as_micros()).unwrap_or(i64::MAX))
+        .bind(record.created_at)
+        .bind(record.next_run_at)
+        .execute(conn)
+        .await?;
+    Ok(())
 }

@@ -11,8 +11,27 @@ pub const DELETE_SOURCE: &str = "DELETE FROM sources WHERE id = ?";
 pub const DELETE_SOURCE_ROUTES: &str = "DELETE FROM target_sources WHERE source_id = ?";
 
 pub const INSERT_TARGET: &str = "INSERT INTO targets \
-    (name, url, signing_secret, retry_kind, retry_interval_ms, max_attempts, timeout_ms, created_at) \
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id";
+    (name, url, signing_secret, retry_kind, retry_interval_ms, max_attempts, retry_factor, \
+     retry_max_interval_ms, retry_schedule, timeout_ms, follow_redirects, retry_on_4xx, \
+     max_in_flight, rate_count, rate_period_ms, break_after, created_at) \
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id";
+pub const UPDATE_TARGET: &str = "UPDATE targets SET \
+    name = ?, url = ?, retry_kind = ?, retry_interval_ms = ?, max_attempts = ?, retry_factor = ?, \
+    retry_max_interval_ms = ?, retry_schedule = ?, timeout_ms = ?, follow_redirects = ?, \
+    retry_on_4xx = ?, max_in_flight = ?, rate_count = ?, rate_period_ms = ?, break_after = ? \
+    WHERE id = ?";
+pub const DELETE_TARGET_SOURCES: &str = "DELETE FROM target_sources WHERE target_id = ?";
+/// Re-enables a target and closes its breaker.
+pub const ENABLE_TARGET: &str = "UPDATE targets SET disabled_reason = NULL, \
+    consecutive_failures = 0, breaker_until = NULL, breaker_opens = 0 WHERE id = ?";
+pub const DISABLE_TARGET: &str = "UPDATE targets SET disabled_reason = ? WHERE id = ?";
+pub const UPDATE_BREAKER: &str = "UPDATE targets SET consecutive_failures = ?, \
+    breaker_until = ?, breaker_opens = ? WHERE id = ?";
+pub const SELECT_BREAKER: &str = "SELECT consecutive_failures, breaker_until, breaker_opens, break_after FROM targets WHERE id = ?";
+pub const SELECT_PENDING_OF_TARGET: &str = "SELECT d.id, d.request_id, d.target_id, \
+    t.name AS target_name, d.state, d.attempt, d.next_run_at, d.created_at, d.updated_at \
+    FROM deliveries d LEFT JOIN targets t ON t.id = d.target_id \
+    WHERE d.target_id = ? AND d.state IN ('pending', 'in_flight') ORDER BY d.next_run_at, d.id LIMIT ?";
 pub const INSERT_TARGET_SOURCE: &str =
     "INSERT INTO target_sources (target_id, source_id) VALUES (?, ?)";
 pub const SOURCE_EXISTS: &str = "SELECT COUNT(*) FROM sources WHERE id = ?";
@@ -58,15 +77,44 @@ pub const RELEASE_ALL_LEASES: &str = "UPDATE deliveries \
     SET state = 'pending', lease_token = NULL, lease_expires_at = NULL, updated_at = ?1 \
     WHERE state = 'in_flight'";
 /// Claims due deliveries: lease token, lease expiry and attempt in one write.
-/// The lease lasts the target's timeout plus a margin.
-pub const CLAIM_DUE: &str = "UPDATE deliveries \
+/// The lease lasts the target's timeout plus a margin. Each target gets at
+/// most its free in-flight slots (one probe while its breaker is half-open,
+/// none while open or disabled), so a slow target can't take every slot.
+/// ?4 is a JSON array of target ids to skip (rate-limited right now).
+pub const CLAIM_DUE: &str = "WITH in_flight AS ( \
+        SELECT target_id, COUNT(*) AS n FROM deliveries WHERE state = 'in_flight' GROUP BY target_id), \
+    ranked AS ( \
+        SELECT d.id, d.next_run_at, \
+            ROW_NUMBER() OVER (PARTITION BY d.target_id ORDER BY d.next_run_at, d.id) AS rank, \
+            (CASE WHEN t.breaker_until IS NULL THEN t.max_in_flight ELSE 1 END) \
+                - COALESCE(f.n, 0) AS room \
+        FROM deliveries d \
+        JOIN targets t ON t.id = d.target_id \
+        LEFT JOIN in_flight f ON f.target_id = d.target_id \
+        WHERE d.state = 'pending' AND d.next_run_at <= ?2 AND t.disabled_reason IS NULL \
+          AND (t.breaker_until IS NULL OR t.breaker_until <= ?2) \
+          AND d.target_id NOT IN (SELECT value FROM json_each(?4))) \
+    UPDATE deliveries \
     SET state = 'in_flight', attempt = attempt + 1, lease_token = ?1, updated_at = ?2, \
         lease_expires_at = ?2 + 30000000 + 1000 * COALESCE( \
             (SELECT timeout_ms FROM targets t WHERE t.id = deliveries.target_id), 30000) \
-    WHERE id IN (SELECT id FROM deliveries WHERE state = 'pending' AND next_run_at <= ?2 \
-                 ORDER BY next_run_at LIMIT ?3) \
+    WHERE id IN (SELECT id FROM ranked WHERE rank <= room ORDER BY next_run_at LIMIT ?3) \
     RETURNING id, request_id, target_id, attempt";
-pub const NEXT_DUE_AT: &str = "SELECT MIN(next_run_at) FROM deliveries WHERE state = 'pending'";
+/// When the worker should look again: the earliest pending delivery of an
+/// enabled target, not before its breaker's cool-down ends.
+pub const NEXT_DUE_AT: &str = "SELECT MIN(CASE WHEN t.breaker_until > d.next_run_at \
+        THEN t.breaker_until ELSE d.next_run_at END) \
+    FROM deliveries d JOIN targets t ON t.id = d.target_id \
+    WHERE d.state = 'pending' AND t.disabled_reason IS NULL";
+/// Gives a claimed delivery back untried (rate limit): the attempt is not counted.
+pub const UNCLAIM: &str = "UPDATE deliveries SET state = 'pending', attempt = attempt - 1, \
+    next_run_at = ?, lease_token = NULL, lease_expires_at = NULL, updated_at = ? \
+    WHERE id = ? AND lease_token = ? AND state = 'in_flight'";
+/// At shutdown: the leases of one worker (the first 32 characters of the
+/// token) go back to pending, untried.
+pub const RELEASE_LEASE: &str = "UPDATE deliveries SET state = 'pending', attempt = attempt - 1, \
+    lease_token = NULL, lease_expires_at = NULL, updated_at = ?1 \
+    WHERE substr(lease_token, 1, 32) = ?2 AND state = 'in_flight'";
 /// Records an attempt's outcome, fenced on the lease.
 pub const FINISH_DELIVERY: &str = "UPDATE deliveries \
     SET state = ?, next_run_at = COALESCE(?, next_run_at), lease_token = NULL, \
@@ -77,3 +125,15 @@ pub const INSERT_ATTEMPT: &str = "INSERT INTO attempts \
      response_headers, response_body, body_truncated, error_kind, error_message, elapsed_us, \
      created_at, next_run_at) \
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+pub const SELECT_DELIVERIES: &str = "SELECT d.id, d.request_id, d.target_id, t.name AS target_name, \
+    d.state, d.attempt, d.next_run_at, d.created_at, d.updated_at \
+    FROM deliveries d LEFT JOIN targets t ON t.id = d.target_id WHERE 1 = 1";
+pub const SELECT_DELIVERY: &str = "SELECT d.id, d.request_id, d.target_id, t.name AS target_name, \
+    d.state, d.attempt, d.next_run_at, d.created_at, d.updated_at \
+    FROM deliveries d LEFT JOIN targets t ON t.id = d.target_id WHERE d.id = ?";
+pub const SELECT_ATTEMPTS_OF_DELIVERY: &str = "SELECT a.*, t.name AS target_name FROM attempts a \
+    LEFT JOIN targets t ON t.id = a.target_id WHERE a.delivery_id = ? ORDER BY a.id";
+/// Requests whose delivery to a target ended failed since a time.
+pub const SELECT_FAILED_REQUESTS: &str = "SELECT request_id FROM deliveries \
+    WHERE target_id = ? AND state = 'failed' AND updated_at >= ? ORDER BY updated_at, id";
