@@ -141,10 +141,13 @@ pub async fn run(
     );
 
     let failure = tokio::select! {
+        biased;
         _ = shutdown.cancelled() => None,
         result = &mut ingest_task => Some(flatten("ingest server", result.map(|r| r.map_err(anyhow::Error::from)))),
         result = &mut admin_task => Some(flatten("admin server", result)),
     };
+    // A server that ended because shutdown began has not failed.
+    let failure = failure.filter(|_| !shutdown.is_cancelled());
     tracing::info!("shutting down: no new requests; finishing deliveries in flight");
     shutdown.cancel();
     if !ingest_task.is_finished() {

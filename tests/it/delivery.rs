@@ -7,53 +7,7 @@ use serde_json::{Value, json};
 
 use crate::util::{Gateway, TestTarget, eventually};
 
-const WAIT: Duration = Duration::from_secs(15);
-
-async fn post(gateway: &Gateway, ingest_url: &str, body: &str) -> reqwest::Response {
-    let url = reqwest::Url::parse(ingest_url).unwrap();
-    let path = url.path().to_owned();
-    crate::util::http()
-        .post(gateway.http_url(&path))
-        .basic_auth(url.username(), url.password())
-        .header("content-type", "application/json")
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap()
-}
-
-/// The target.response records of one request, oldest first.
-async fn attempts_of(gateway: &Gateway, request_id: &str) -> Vec<Value> {
-    gateway
-        .cli(&[
-            "log",
-            "--type=target.response",
-            "--source-id",
-            request_id,
-            "-n",
-            "100",
-        ])
-        .await
-        .ok()
-        .json_lines()
-}
-
-/// Waits until the request's latest attempt is in a final state.
-async fn settled(gateway: &Gateway, request_id: &str) -> Vec<Value> {
-    eventually("the delivery to settle", WAIT, || async {
-        let attempts = attempts_of(gateway, request_id).await;
-        let done = attempts.last().is_some_and(|a| a["state"] != "retrying");
-        done.then_some(attempts)
-    })
-    .await
-}
-
-async fn last_request_id(gateway: &Gateway) -> String {
-    gateway.log("source.request", 1).await[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
+use crate::util::hooks::{WAIT, attempts_of, last_request_id, post, settled};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn targets_get_the_stored_request_signed_with_standard_webhooks() {

@@ -6,8 +6,11 @@
 
 mod admin;
 mod delivery;
+mod flow;
 mod ingest;
 mod logs;
+mod policies;
+mod recovery;
 mod startup;
 mod util;
 mod walkthrough;

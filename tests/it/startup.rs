@@ -100,7 +100,12 @@ async fn sigterm_stops_the_server_with_exit_0() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
-    assert_eq!(gateway.terminate().await, Some(0));
+    assert_eq!(
+        gateway.terminate().await,
+        Some(0),
+        "{}",
+        gateway.server_log()
+    );
     assert!(
         gateway.server_log().contains("stopped"),
         "{}",

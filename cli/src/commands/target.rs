@@ -42,19 +42,6 @@ fn duration(value: &str) -> Result<Duration, String> {
     humantime::parse_duration(value).map_err(|e| format!("{e} (expected e.g. 500ms, 30s, 5m, 2h)"))
 }
 
-fn schedule(value: &str) -> Result<Vec<Duration>, String> {
-    let delays: Vec<Duration> = value
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(duration)
-        .collect::<Result<_, _>>()?;
-    if delays.is_empty() {
-        return Err("expected a comma-separated list of delays, e.g. 5s,5m,30m".to_owned());
-    }
-    Ok(delays)
-}
-
 /// Retry and delivery flags shared by `add` and `update`.
 #[derive(Debug, Args)]
 pub struct DeliveryFlags {
@@ -72,8 +59,8 @@ pub struct DeliveryFlags {
     #[arg(long = "retry-max-interval", value_parser = duration)]
     retry_max_interval: Option<Duration>,
     /// schedule: the delay before each retry, e.g. 5s,5m,30m,2h,5h,10h,10h.
-    #[arg(long = "retry-schedule", value_parser = schedule)]
-    retry_schedule: Option<Vec<Duration>>,
+    #[arg(long = "retry-schedule", value_parser = duration, value_delimiter = ',')]
+    retry_schedule: Vec<Duration>,
     /// Attempts in all, the first included (server default 10).
     #[arg(long = "max-attempts")]
     max_attempts: Option<u32>,
@@ -159,11 +146,8 @@ fn flag(on: bool, off: bool) -> Option<bool> {
     }
 }
 
-fn durations(list: Option<Vec<Duration>>) -> Vec<prost_types::Duration> {
-    list.unwrap_or_default()
-        .into_iter()
-        .map(proto_duration)
-        .collect()
+fn durations(list: Vec<Duration>) -> Vec<prost_types::Duration> {
+    list.into_iter().map(proto_duration).collect()
 }
 
 pub async fn run(admin: &Admin, command: TargetCommand) -> Result<(), CliError> {

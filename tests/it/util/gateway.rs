@@ -57,6 +57,8 @@ pub struct Gateway {
     pub http_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     child: Option<Child>,
+    /// Reads the server's stderr into `log` until it closes.
+    log_reader: Option<tokio::task::JoinHandle<()>>,
     pub log: Arc<Mutex<Vec<String>>>,
     extra_env: Vec<(String, String)>,
     /// Started as the walkthrough does: `webhook-cli run api` with a `.env`.
@@ -81,6 +83,7 @@ impl Gateway {
             http_addr: "127.0.0.1:0".parse().unwrap(),
             admin_addr: "127.0.0.1:0".parse().unwrap(),
             child: None,
+            log_reader: None,
             log: Arc::new(Mutex::new(Vec::new())),
             extra_env,
             via_cli: false,
@@ -100,6 +103,7 @@ impl Gateway {
             http_addr: "127.0.0.1:0".parse().unwrap(),
             admin_addr: "127.0.0.1:0".parse().unwrap(),
             child: None,
+            log_reader: None,
             log: Arc::new(Mutex::new(Vec::new())),
             extra_env: Vec::new(),
             via_cli: true,
@@ -165,7 +169,7 @@ impl Gateway {
         let stderr = child.stderr.take().unwrap();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let log = self.log.clone();
-        tokio::spawn(async move {
+        self.log_reader = Some(tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             let mut ready_tx = Some(ready_tx);
             while let Ok(Some(line)) = lines.next_line().await {
@@ -176,7 +180,7 @@ impl Gateway {
                 }
                 log.lock().unwrap().push(line);
             }
-        });
+        }));
         let line = tokio::time::timeout(Duration::from_secs(20), ready_rx)
             .await
             .unwrap_or_else(|_| {
@@ -215,6 +219,9 @@ impl Gateway {
             .await
             .expect("server did not stop within 40s of SIGTERM")
             .unwrap();
+        if let Some(reader) = self.log_reader.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+        }
         status.code()
     }
 

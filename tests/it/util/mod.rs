@@ -4,6 +4,7 @@
 
 pub mod follow;
 pub mod gateway;
+pub mod hooks;
 pub mod target;
 
 pub use gateway::Gateway;

@@ -3,7 +3,7 @@
 //! sets.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,6 +19,8 @@ pub struct Received {
     pub uri: Uri,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -26,6 +28,9 @@ struct Shared {
     received: Mutex<Vec<Received>>,
     status: AtomicU16,
     delay_ms: AtomicU64,
+    headers: Mutex<Vec<(String, String)>>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
     arrived: Notify,
 }
 
@@ -36,18 +41,31 @@ pub struct TestTarget {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 async fn record(
     State(shared): State<Arc<Shared>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> (StatusCode, &'static str) {
+) -> (StatusCode, HeaderMap, &'static str) {
+    let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    shared.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    // Counted down even when the gateway gives up and drops the request.
+    let _in_flight = InFlight(&shared.in_flight);
     shared.received.lock().unwrap().push(Received {
         method,
         uri,
         headers,
         body,
+        at: std::time::Instant::now(),
     });
     shared.arrived.notify_waiters();
     let delay = shared.delay_ms.load(Ordering::SeqCst);
@@ -55,14 +73,19 @@ async fn record(
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     let status = StatusCode::from_u16(shared.status.load(Ordering::SeqCst)).unwrap();
-    (
-        status,
-        if status.is_success() {
-            "OK"
-        } else {
-            "MAINTENANCE"
-        },
-    )
+    let mut reply_headers = HeaderMap::new();
+    for (name, value) in shared.headers.lock().unwrap().iter() {
+        reply_headers.insert(
+            axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    let body = if status.is_success() {
+        "OK"
+    } else {
+        "MAINTENANCE"
+    };
+    (status, reply_headers, body)
 }
 
 impl TestTarget {
@@ -105,6 +128,19 @@ impl TestTarget {
         self.shared
             .delay_ms
             .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Adds these headers to every answer from now on.
+    pub fn set_headers(&self, headers: &[(&str, &str)]) {
+        *self.shared.headers.lock().unwrap() = headers
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect();
+    }
+
+    /// The most requests it was handling at the same time.
+    pub fn max_concurrency(&self) -> usize {
+        self.shared.max_in_flight.load(Ordering::SeqCst)
     }
 
     /// Everything received so far.

@@ -1,0 +1,55 @@
+//! Sending webhooks to a gateway and reading back what became of them.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::util::{Gateway, eventually};
+
+pub const WAIT: Duration = Duration::from_secs(15);
+
+pub async fn post(gateway: &Gateway, ingest_url: &str, body: &str) -> reqwest::Response {
+    let url = reqwest::Url::parse(ingest_url).unwrap();
+    let path = url.path().to_owned();
+    crate::util::http()
+        .post(gateway.http_url(&path))
+        .basic_auth(url.username(), url.password())
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The target.response records of one request, oldest first.
+pub async fn attempts_of(gateway: &Gateway, request_id: &str) -> Vec<Value> {
+    gateway
+        .cli(&[
+            "log",
+            "--type=target.response",
+            "--source-id",
+            request_id,
+            "-n",
+            "100",
+        ])
+        .await
+        .ok()
+        .json_lines()
+}
+
+/// Waits until the request's latest attempt is in a final state.
+pub async fn settled(gateway: &Gateway, request_id: &str) -> Vec<Value> {
+    eventually("the delivery to settle", WAIT, || async {
+        let attempts = attempts_of(gateway, request_id).await;
+        let done = attempts.last().is_some_and(|a| a["state"] != "retrying");
+        done.then_some(attempts)
+    })
+    .await
+}
+
+pub async fn last_request_id(gateway: &Gateway) -> String {
+    gateway.log("source.request", 1).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
