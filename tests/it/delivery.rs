@@ -224,9 +224,13 @@ async fn delivery_recovers_when_the_target_is_back() {
         )
         .await;
     post(&gateway, &url, r#"{"n": 1}"#).await;
-    app.wait_for(2, WAIT).await;
-    app.set_status(200);
     let request_id = last_request_id(&gateway).await;
+    // Two failed attempts logged, then the target comes back.
+    eventually("two failed attempts", WAIT, || async {
+        (attempts_of(&gateway, &request_id).await.len() >= 2).then_some(())
+    })
+    .await;
+    app.set_status(200);
     let attempts = settled(&gateway, &request_id).await;
     let last = attempts.last().unwrap();
     assert_eq!(last["state"], "delivered");

@@ -63,15 +63,23 @@ impl RateLimiter {
         }
     }
 
-    /// Targets with no send left right now, to leave out of the next claim.
-    pub fn exhausted(&mut self, now: Instant) -> Vec<i64> {
-        self.buckets
+    /// Targets with no send left right now, to leave out of the next claim,
+    /// and how long until the first of them has one again.
+    pub fn exhausted(&mut self, now: Instant) -> (Vec<i64>, Option<Duration>) {
+        let mut soonest: Option<Duration> = None;
+        let ids = self
+            .buckets
             .iter_mut()
             .filter_map(|(id, bucket)| {
                 bucket.refill(now);
-                (bucket.tokens < 1.0).then_some(*id)
+                (bucket.tokens < 1.0).then(|| {
+                    let wait = bucket.wait_for_token();
+                    soonest = Some(soonest.map_or(wait, |s| s.min(wait)));
+                    *id
+                })
             })
-            .collect()
+            .collect();
+        (ids, soonest)
     }
 }
 
@@ -93,7 +101,9 @@ mod tests {
         assert!(
             wait.is_some_and(|w| w > Duration::from_millis(490) && w <= Duration::from_millis(500))
         );
-        assert_eq!(limiter.exhausted(start), vec![7]);
+        let (skip, wait) = limiter.exhausted(start);
+        assert_eq!(skip, vec![7]);
+        assert!(wait.is_some_and(|w| w <= Duration::from_millis(500)));
         let later = start + Duration::from_millis(500);
         assert!(limiter.try_take(7, limit, later).is_ok());
         assert!(

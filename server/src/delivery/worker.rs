@@ -63,7 +63,7 @@ impl Worker {
                     _ = in_flight.join_next() => continue,
                 }
             }
-            let skip = limiter
+            let (skip, refill) = limiter
                 .lock()
                 .map(|mut l| l.exhausted(Instant::now()))
                 .unwrap_or_default();
@@ -102,7 +102,10 @@ impl Worker {
             if claimed_count == available {
                 continue;
             }
-            let mut idle = self.idle_time().await;
+            let mut idle = self.idle_time(&skip).await;
+            if let Some(refill) = refill {
+                idle = idle.min(refill);
+            }
             if claimed_count == 0 {
                 idle = idle.max(MIN_IDLE);
             }
@@ -149,8 +152,8 @@ impl Worker {
     }
 
     /// How long to sleep when nothing is due now.
-    async fn idle_time(&self) -> Duration {
-        match self.store.next_due_at().await {
+    async fn idle_time(&self, skip: &[i64]) -> Duration {
+        match self.store.next_due_at(skip).await {
             Ok(Some(due)) => {
                 let wait = due.saturating_sub(now_micros()).max(0);
                 Duration::from_micros(wait as u64).min(MAX_IDLE)

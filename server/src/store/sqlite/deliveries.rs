@@ -113,12 +113,18 @@ impl Store {
         Ok(())
     }
 
-    /// When the worker should look for due deliveries again, if ever.
+    /// When the worker should look for due deliveries again, if ever,
+    /// leaving out the targets in `skip` as the claim does.
     ///
     /// # Errors
     /// The store is unavailable.
-    pub async fn next_due_at(&self) -> Result<Option<Micros>, StoreError> {
+    pub async fn next_due_at(&self, skip: &[i64]) -> Result<Option<Micros>, StoreError> {
+        let skip = serde_json::to_string(skip).unwrap_or_else(|_| "[]".to_owned());
         Ok(sqlx::query_scalar(q::NEXT_DUE_AT)
+            .bind(Option::<i64>::None)
+            .bind(now_micros())
+            .bind(Option::<i64>::None)
+            .bind(skip)
             .fetch_one(&self.reader)
             .await?)
     }

@@ -76,36 +76,57 @@ pub const EXPIRE_LEASES: &str = "UPDATE deliveries \
 pub const RELEASE_ALL_LEASES: &str = "UPDATE deliveries \
     SET state = 'pending', lease_token = NULL, lease_expires_at = NULL, updated_at = ?1 \
     WHERE state = 'in_flight'";
+/// Targets that may get attempts now, with their free in-flight slots: not
+/// disabled, breaker closed (or half-open: one probe), not in the JSON array
+/// of ids to skip (?4: rate-limited right now), and not at their in-flight cap.
+/// Filtering targets first keeps a long queue for a stuck target out of the
+/// claim's way.
+macro_rules! open_targets {
+    () => {
+        "WITH in_flight AS ( \
+            SELECT target_id, COUNT(*) AS n FROM deliveries WHERE state = 'in_flight' GROUP BY target_id), \
+        open_targets AS ( \
+            SELECT t.id, (CASE WHEN t.breaker_until IS NULL THEN t.max_in_flight ELSE 1 END) \
+                - COALESCE(f.n, 0) AS room \
+            FROM targets t LEFT JOIN in_flight f ON f.target_id = t.id \
+            WHERE t.disabled_reason IS NULL AND (t.breaker_until IS NULL OR t.breaker_until <= ?2) \
+              AND t.id NOT IN (SELECT value FROM json_each(?4))) "
+    };
+}
+
 /// Claims due deliveries: lease token, lease expiry and attempt in one write.
 /// The lease lasts the target's timeout plus a margin. Each target gets at
-/// most its free in-flight slots (one probe while its breaker is half-open,
-/// none while open or disabled), so a slow target can't take every slot.
-/// ?4 is a JSON array of target ids to skip (rate-limited right now).
-pub const CLAIM_DUE: &str = "WITH in_flight AS ( \
-        SELECT target_id, COUNT(*) AS n FROM deliveries WHERE state = 'in_flight' GROUP BY target_id), \
-    ranked AS ( \
-        SELECT d.id, d.next_run_at, \
-            ROW_NUMBER() OVER (PARTITION BY d.target_id ORDER BY d.next_run_at, d.id) AS rank, \
-            (CASE WHEN t.breaker_until IS NULL THEN t.max_in_flight ELSE 1 END) \
-                - COALESCE(f.n, 0) AS room \
-        FROM deliveries d \
-        JOIN targets t ON t.id = d.target_id \
-        LEFT JOIN in_flight f ON f.target_id = d.target_id \
-        WHERE d.state = 'pending' AND d.next_run_at <= ?2 AND t.disabled_reason IS NULL \
-          AND (t.breaker_until IS NULL OR t.breaker_until <= ?2) \
-          AND d.target_id NOT IN (SELECT value FROM json_each(?4))) \
+/// most its free in-flight slots, so a slow target can't take every slot.
+pub const CLAIM_DUE: &str = concat!(
+    open_targets!(),
+    ", ranked AS ( \
+        SELECT d.id, d.next_run_at, o.room, \
+            ROW_NUMBER() OVER (PARTITION BY d.target_id ORDER BY d.next_run_at, d.id) AS rank \
+        FROM open_targets o \
+        JOIN deliveries d ON d.target_id = o.id AND d.state = 'pending' AND d.next_run_at <= ?2 \
+        WHERE o.room > 0) \
     UPDATE deliveries \
     SET state = 'in_flight', attempt = attempt + 1, lease_token = ?1, updated_at = ?2, \
         lease_expires_at = ?2 + 30000000 + 1000 * COALESCE( \
             (SELECT timeout_ms FROM targets t WHERE t.id = deliveries.target_id), 30000) \
     WHERE id IN (SELECT id FROM ranked WHERE rank <= room ORDER BY next_run_at LIMIT ?3) \
-    RETURNING id, request_id, target_id, attempt";
-/// When the worker should look again: the earliest pending delivery of an
-/// enabled target, not before its breaker's cool-down ends.
-pub const NEXT_DUE_AT: &str = "SELECT MIN(CASE WHEN t.breaker_until > d.next_run_at \
-        THEN t.breaker_until ELSE d.next_run_at END) \
-    FROM deliveries d JOIN targets t ON t.id = d.target_id \
-    WHERE d.state = 'pending' AND t.disabled_reason IS NULL";
+    RETURNING id, request_id, target_id, attempt"
+);
+/// When the worker should look again: the earliest pending delivery of a
+/// target with a free slot, or the end of a breaker's cool-down. Targets at
+/// their cap wake the worker when an attempt ends. ?2 is now and ?4 the ids
+/// to skip, as in the claim; ?1 and ?3 are not used.
+pub const NEXT_DUE_AT: &str = concat!(
+    open_targets!(),
+    "SELECT MIN(due) FROM ( \
+        SELECT MIN(d.next_run_at) AS due FROM open_targets o \
+        JOIN deliveries d ON d.target_id = o.id AND d.state = 'pending' \
+        WHERE o.room > 0 \
+        UNION ALL \
+        SELECT MIN(t.breaker_until) FROM targets t \
+        WHERE t.disabled_reason IS NULL AND t.breaker_until > ?2 \
+          AND EXISTS (SELECT 1 FROM deliveries d WHERE d.target_id = t.id AND d.state = 'pending'))"
+);
 /// Gives a claimed delivery back untried (rate limit): the attempt is not counted.
 pub const UNCLAIM: &str = "UPDATE deliveries SET state = 'pending', attempt = attempt - 1, \
     next_run_at = ?, lease_token = NULL, lease_expires_at = NULL, updated_at = ? \

@@ -1,0 +1,166 @@
+//! A webhook-server process for a benchmark run: its own SQLite file in a
+//! temporary directory, free ports on 127.0.0.1, and an admin client.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tonic::metadata::MetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use webhook_proto::v1 as pb;
+
+const SECURE_KEY: &str = "bench-secure-key-0123456789abcdef01234567";
+
+/// `webhook-server` beside this executable (both built with
+/// `cargo build --release --workspace`).
+fn server_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe.with_file_name("webhook-server");
+    if !path.exists() {
+        bail!(
+            "{} not found: build both with `cargo build --release --workspace`",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+#[derive(Clone)]
+pub struct Bearer(MetadataValue<tonic::metadata::Ascii>);
+
+impl Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+type Authed = InterceptedService<Channel, Bearer>;
+
+/// A running gateway; killed when dropped.
+pub struct Gateway {
+    _dir: tempfile::TempDir,
+    _child: Child,
+    pub http_addr: SocketAddr,
+    channel: Channel,
+    bearer: Bearer,
+}
+
+impl Gateway {
+    /// Starts a gateway with `env` added to its environment.
+    pub async fn start(env: &[(&str, &str)]) -> anyhow::Result<Gateway> {
+        let dir = tempfile::tempdir()?;
+        let mut command = Command::new(server_binary()?);
+        command
+            .current_dir(dir.path())
+            .env("SECURE_KEY", SECURE_KEY)
+            .env("HTTP_ADDR", "127.0.0.1:0")
+            .env("ADMIN_ADDR", "127.0.0.1:0")
+            .env(
+                "DATABASE_URL",
+                format!("sqlite://{}", dir.path().join("webhook.db").display()),
+            )
+            .env("LOG_LEVEL", "warn,webhook_server=info")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().context("start webhook-server")?;
+        let stderr = child.stderr.take().context("server stderr")?;
+        let mut lines = BufReader::new(stderr).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(line) = lines.next_line().await? {
+                if line.contains("webhook-server ready") {
+                    return Ok::<_, anyhow::Error>(line);
+                }
+            }
+            bail!("webhook-server exited before it was ready")
+        })
+        .await
+        .context("webhook-server not ready within 20s")??;
+        // Keep draining its log so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let field = |name: &str| -> anyhow::Result<SocketAddr> {
+            let start = ready.find(name).context("ready line")? + name.len();
+            let value = ready[start..]
+                .split_whitespace()
+                .next()
+                .context("ready line")?;
+            Ok(value.parse()?)
+        };
+        let http_addr = field("http_addr=")?;
+        let admin_addr = field("admin_addr=")?;
+        let channel = Channel::from_shared(format!("http://{admin_addr}"))?
+            .connect()
+            .await?;
+        let bearer = Bearer(format!("Bearer {SECURE_KEY}").parse()?);
+        Ok(Gateway {
+            _dir: dir,
+            _child: child,
+            http_addr,
+            channel,
+            bearer,
+        })
+    }
+
+    pub fn sources(&self) -> pb::sources_client::SourcesClient<Authed> {
+        pb::sources_client::SourcesClient::with_interceptor(
+            self.channel.clone(),
+            self.bearer.clone(),
+        )
+    }
+
+    pub fn targets(&self) -> pb::targets_client::TargetsClient<Authed> {
+        pb::targets_client::TargetsClient::with_interceptor(
+            self.channel.clone(),
+            self.bearer.clone(),
+        )
+    }
+
+    /// Creates a source; returns (ingest URL on 127.0.0.1, user, password).
+    pub async fn add_source(&self, name: &str) -> anyhow::Result<(String, String, String)> {
+        let source = self
+            .sources()
+            .create_source(pb::CreateSourceRequest {
+                name: name.to_owned(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        let url = reqwest::Url::parse(&source.ingest_url)?;
+        Ok((
+            format!("http://{}/{}", self.http_addr, source.id),
+            url.username().to_owned(),
+            url.password().unwrap_or_default().to_owned(),
+        ))
+    }
+
+    /// Creates an unsigned plain-http target routed to one source.
+    pub async fn add_target(&self, name: &str, url: &str, source_id: i64) -> anyhow::Result<i64> {
+        let target = self
+            .targets()
+            .create_target(pb::CreateTargetRequest {
+                name: name.to_owned(),
+                url: url.to_owned(),
+                allow_plain_http: true,
+                no_auth: true,
+                source_ids: vec![source_id],
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        Ok(target.id)
+    }
+}

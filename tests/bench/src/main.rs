@@ -1,0 +1,88 @@
+//! `webhook-bench`: benchmark scenarios against a real `webhook-server`
+//! (release build) over loopback. Figures are printed, not asserted: see
+//! docs/performance.md.
+
+#![forbid(unsafe_code)]
+
+mod fairness;
+mod gateway;
+mod sink;
+mod stats;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "webhook-bench",
+    about = "Webhook-Enterprise benchmark scenarios"
+)]
+struct Cli {
+    /// A few seconds per scenario: checks that the harness works.
+    #[arg(long, global = true)]
+    smoke: bool,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// A healthy target's latency with and without 1,000 deliveries queued
+    /// for a target that never answers.
+    Fairness {
+        /// Requests per second to the healthy target.
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+        /// Seconds per phase.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+        /// Deliveries queued for the black-holed target.
+        #[arg(long, default_value_t = 1000)]
+        backlog: u32,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("webhook-bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.scenario {
+            Scenario::Fairness {
+                rate,
+                seconds,
+                backlog,
+            } => {
+                let load = if cli.smoke {
+                    fairness::Load {
+                        rate: 50,
+                        seconds: 2,
+                        backlog: 200,
+                    }
+                } else {
+                    fairness::Load {
+                        rate,
+                        seconds,
+                        backlog,
+                    }
+                };
+                fairness::run(load).await
+            }
+        }
+    });
+    match result {
+        // Figures are reported, not enforced: a miss is printed as FAIL.
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("webhook-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
