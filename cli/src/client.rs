@@ -66,11 +66,34 @@ impl From<tonic::Status> for CliError {
             tonic::Code::Unavailable => EXIT_UNAVAILABLE,
             _ => 1,
         };
-        CliError {
-            message: format!("{what}: {}", status.message()),
-            code,
+        let mut message = format!("{what}: {}", status.message());
+        if status.code() == tonic::Code::InvalidArgument
+            && let Some(flag) = flag_of(status.message())
+        {
+            message.push_str(&format!(" (flag {flag})"));
         }
+        CliError { message, code }
     }
+}
+
+/// The CLI flag for an API field named at the start of an error message
+/// (`retry_interval: ...` is `--retry-interval`).
+fn flag_of(message: &str) -> Option<String> {
+    let (field, _) = message.split_once(": ")?;
+    let flag = match field {
+        "request_id" => "--source-id".to_owned(),
+        "allow_plain_http" => "--no-ssl".to_owned(),
+        "source_ids" => "--source".to_owned(),
+        "limit" | "backlog" => "-n".to_owned(),
+        f if !f.is_empty()
+            && f.bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit()) =>
+        {
+            format!("--{}", f.replace('_', "-"))
+        }
+        _ => return None,
+    };
+    Some(flag)
 }
 
 impl From<std::io::Error> for CliError {

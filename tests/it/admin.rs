@@ -195,6 +195,20 @@ async fn invalid_arguments_name_the_field() {
             out.stderr
         );
     }
+    let zero = gateway
+        .cli(&[
+            "target",
+            "add",
+            "--name=t",
+            "--url=https://h/x",
+            "--retry-interval=0s",
+        ])
+        .await;
+    assert!(
+        zero.stderr.contains("(flag --retry-interval)"),
+        "the CLI names its flag: {}",
+        zero.stderr
+    );
     // Flags the CLI itself checks.
     for args in [
         &["log", "--type=bogus"][..],

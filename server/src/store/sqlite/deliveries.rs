@@ -363,3 +363,166 @@ async fn insert_attempt(
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::store::model::{
+        AttemptResponse, DeliverySettings, NewSource, NewTarget, RetryPolicy, SourceAuth,
+        StoredRequest,
+    };
+
+    async fn store_with_one_delivery() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::open(&url).await.unwrap_or_else(|e| panic!("{e}"));
+        let source = store
+            .create_source(NewSource {
+                name: "s".into(),
+                username: "u".into(),
+                password: "p".into(),
+                auth: SourceAuth::None,
+                status_code: 200,
+                content_type: "text/plain".into(),
+                content: Bytes::new(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        store
+            .create_target(NewTarget {
+                name: "t".into(),
+                url: "http://127.0.0.1:9/".into(),
+                signing_secret: None,
+                source_ids: vec![],
+                settings: DeliverySettings {
+                    retry: RetryPolicy::None,
+                    timeout: Duration::from_secs(1),
+                    follow_redirects: false,
+                    retry_on_4xx: false,
+                    max_in_flight: 8,
+                    rate: None,
+                    break_after: 0,
+                },
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let request = StoredRequest {
+            id: new_record_id(),
+            source_id: source.id,
+            source_name: None,
+            method: "POST".into(),
+            path: "/1".into(),
+            query: String::new(),
+            headers: vec![],
+            body: Bytes::from_static(b"{}"),
+            remote_addr: "127.0.0.1:1".into(),
+            created_at: now_micros(),
+            resent_from: None,
+        };
+        assert_eq!(store.ingest(&request).await.ok(), Some(1));
+        (dir, store)
+    }
+
+    fn delivered(at: Micros) -> AttemptOutcome {
+        AttemptOutcome {
+            finished_at: at,
+            outcome: Ok(AttemptResponse {
+                status_code: 200,
+                headers: vec![],
+                body: Bytes::new(),
+                body_truncated: false,
+            }),
+            state: AttemptState::Delivered,
+            elapsed: Duration::from_millis(1),
+            next_run_at: None,
+            disable_target: None,
+            target_failed: Some(false),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_is_claimed_again_and_the_stale_worker_is_fenced_out() {
+        let (_dir, store) = store_with_one_delivery().await;
+        let worker_a = new_record_id();
+        let worker_b = new_record_id();
+        let first = store
+            .claim_due_deliveries(&worker_a, 10, &[])
+            .await
+            .unwrap_or_default();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].attempt, 1);
+        // Nothing else is due while the lease holds: no delivery has two live leases.
+        assert!(
+            store
+                .claim_due_deliveries(&worker_b, 10, &[])
+                .await
+                .unwrap_or_default()
+                .is_empty()
+        );
+
+        // Worker A dies; its lease runs out.
+        sqlx::query("UPDATE deliveries SET lease_expires_at = 0")
+            .execute(&store.writer)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let second = store
+            .claim_due_deliveries(&worker_b, 10, &[])
+            .await
+            .unwrap_or_default();
+        assert_eq!(second.len(), 1, "the expired lease is claimed again");
+        assert_eq!(second[0].delivery_id, first[0].delivery_id);
+        assert_eq!(second[0].attempt, 2);
+
+        // A's late outcome is refused; B's is recorded, and then it is final.
+        let cooldown = Duration::from_secs(1);
+        let stale = store
+            .finish_attempt(&first[0], delivered(now_micros()), cooldown)
+            .await;
+        assert!(
+            matches!(stale, Ok(None)),
+            "a stale worker never overwrites a newer lease"
+        );
+        let fresh = store
+            .finish_attempt(&second[0], delivered(now_micros()), cooldown)
+            .await;
+        assert!(matches!(fresh, Ok(Some(_))));
+        let again = store
+            .finish_attempt(&second[0], delivered(now_micros()), cooldown)
+            .await;
+        assert!(matches!(again, Ok(None)), "terminal states stay terminal");
+        assert!(
+            store
+                .claim_due_deliveries(&worker_a, 10, &[])
+                .await
+                .unwrap_or_default()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stopping_worker_gives_its_leases_back_untried() {
+        let (_dir, store) = store_with_one_delivery().await;
+        let worker = new_record_id();
+        let claimed = store
+            .claim_due_deliveries(&worker, 10, &[])
+            .await
+            .unwrap_or_default();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(
+            store.release_leases(&new_record_id()).await.ok(),
+            Some(0),
+            "only its own"
+        );
+        assert_eq!(store.release_leases(&worker).await.ok(), Some(1));
+        let again = store
+            .claim_due_deliveries(&worker, 10, &[])
+            .await
+            .unwrap_or_default();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].attempt, 1, "the given-back attempt did not count");
+    }
+}
