@@ -51,7 +51,7 @@ type Authed = InterceptedService<Channel, Bearer>;
 /// A running gateway; killed when dropped.
 pub struct Gateway {
     _dir: tempfile::TempDir,
-    _child: Child,
+    child: Child,
     pub http_addr: SocketAddr,
     channel: Channel,
     bearer: Bearer,
@@ -108,11 +108,16 @@ impl Gateway {
         let bearer = Bearer(format!("Bearer {SECURE_KEY}").parse()?);
         Ok(Gateway {
             _dir: dir,
-            _child: child,
+            child,
             http_addr,
             channel,
             bearer,
         })
+    }
+
+    /// (current, peak) resident memory of the server process, in bytes.
+    pub fn memory(&self) -> (u64, u64) {
+        self.child.id().map(process_memory).unwrap_or_default()
     }
 
     pub fn sources(&self) -> pb::sources_client::SourcesClient<Authed> {
@@ -163,4 +168,19 @@ impl Gateway {
             .into_inner();
         Ok(target.id)
     }
+}
+
+/// (VmRSS, VmHWM) of a process, in bytes, from /proc.
+pub fn process_memory(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
 }

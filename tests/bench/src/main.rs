@@ -4,8 +4,11 @@
 
 #![forbid(unsafe_code)]
 
+mod ceiling;
 mod fairness;
 mod gateway;
+mod ingest;
+mod load;
 mod sink;
 mod stats;
 
@@ -41,6 +44,22 @@ enum Scenario {
         #[arg(long, default_value_t = 1000)]
         backlog: u32,
     },
+    /// Durable ingest, ingest plus delivery, latency at half load and
+    /// memory, each against a bare HTTP server's ceiling in the same run.
+    Ingest {
+        /// Concurrent keep-alive connections.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Runs; figures are medians.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// The ceiling server (started by `ingest` as its own process).
+    #[command(hide = true)]
+    CeilingServer,
 }
 
 fn main() -> ExitCode {
@@ -73,8 +92,29 @@ fn main() -> ExitCode {
                         backlog,
                     }
                 };
-                fairness::run(load).await
+                fairness::run(load).await.map(|_| ())
             }
+            Scenario::Ingest {
+                connections,
+                seconds,
+                runs,
+            } => {
+                let plan = if cli.smoke {
+                    ingest::Plan {
+                        connections: 8,
+                        seconds: 1,
+                        runs: 1,
+                    }
+                } else {
+                    ingest::Plan {
+                        connections,
+                        seconds,
+                        runs,
+                    }
+                };
+                ingest::run(plan).await
+            }
+            Scenario::CeilingServer => ceiling::serve().await,
         }
     });
     match result {

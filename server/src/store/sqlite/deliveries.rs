@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
 use super::Store;
 use super::queries as q;
@@ -142,88 +142,9 @@ impl Store {
         outcome: AttemptOutcome,
         breaker_cooldown: Duration,
     ) -> Result<Option<AttemptRecord>, StoreError> {
-        let now = outcome.finished_at;
-        let delivery_state = match outcome.state {
-            AttemptState::Retrying => "pending",
-            AttemptState::Delivered => "delivered",
-            AttemptState::Failed => "failed",
-        };
-        let mut tx = self.writer.begin().await?;
-        let updated = sqlx::query(q::FINISH_DELIVERY)
-            .bind(delivery_state)
-            .bind(outcome.next_run_at)
-            .bind(now)
-            .bind(&claimed.delivery_id)
-            .bind(&claimed.lease_token)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if updated == 0 {
-            tx.rollback().await?;
-            return Ok(None);
-        }
-        let target_id = claimed.target.id;
-        if outcome.target_failed.is_some() {
-            let current: Option<(i64, Option<i64>, i64, i64)> = sqlx::query_as(q::SELECT_BREAKER)
-                .bind(target_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if let Some((failures, until, opens, break_after)) = current {
-                let before = Breaker {
-                    consecutive_failures: u32::try_from(failures).unwrap_or(0),
-                    open_until: until,
-                    opens: u32::try_from(opens).unwrap_or(0),
-                };
-                let after = before.after(
-                    outcome.target_failed,
-                    u32::try_from(break_after).unwrap_or(0),
-                    now,
-                    breaker_cooldown,
-                );
-                if after != before {
-                    if after.open_until != before.open_until && after.is_open(now) {
-                        tracing::warn!(
-                            target_id,
-                            failures = after.consecutive_failures,
-                            "circuit breaker open"
-                        );
-                    }
-                    sqlx::query(q::UPDATE_BREAKER)
-                        .bind(i64::from(after.consecutive_failures))
-                        .bind(after.open_until)
-                        .bind(i64::from(after.opens))
-                        .bind(target_id)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-            }
-        }
-        if let Some(reason) = &outcome.disable_target {
-            tracing::warn!(target_id, %reason, "target disabled");
-            sqlx::query(q::DISABLE_TARGET)
-                .bind(reason)
-                .bind(target_id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let record = AttemptRecord {
-            id: new_record_id(),
-            delivery_id: claimed.delivery_id.clone(),
-            request_id: claimed.request.id.clone(),
-            source_id: claimed.request.source_id,
-            target_id,
-            target_name: Some(claimed.target.name.clone()),
-            url: claimed.target.url.clone(),
-            attempt: claimed.attempt,
-            state: outcome.state,
-            outcome: outcome.outcome,
-            elapsed: outcome.elapsed,
-            created_at: now,
-            next_run_at: outcome.next_run_at,
-        };
-        insert_attempt(&mut tx, &record).await?;
-        tx.commit().await?;
-        Ok(Some(record))
+        self.group
+            .finish(claimed.clone(), outcome, breaker_cooldown)
+            .await
     }
 
     /// Deliveries matching `filter`, newest first.
@@ -317,6 +238,93 @@ impl Store {
             .fetch_all(&self.reader)
             .await?)
     }
+}
+
+pub(super) async fn finish_in(
+    tx: &mut SqliteConnection,
+    claimed: &ClaimedDelivery,
+    outcome: AttemptOutcome,
+    breaker_cooldown: Duration,
+) -> Result<Option<AttemptRecord>, StoreError> {
+    let now = outcome.finished_at;
+    let delivery_state = match outcome.state {
+        AttemptState::Retrying => "pending",
+        AttemptState::Delivered => "delivered",
+        AttemptState::Failed => "failed",
+    };
+    let updated = sqlx::query(q::FINISH_DELIVERY)
+        .bind(delivery_state)
+        .bind(outcome.next_run_at)
+        .bind(now)
+        .bind(&claimed.delivery_id)
+        .bind(&claimed.lease_token)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if updated == 0 {
+        return Ok(None);
+    }
+    let target_id = claimed.target.id;
+    if outcome.target_failed.is_some() {
+        let current: Option<(i64, Option<i64>, i64, i64)> = sqlx::query_as(q::SELECT_BREAKER)
+            .bind(target_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some((failures, until, opens, break_after)) = current {
+            let before = Breaker {
+                consecutive_failures: u32::try_from(failures).unwrap_or(0),
+                open_until: until,
+                opens: u32::try_from(opens).unwrap_or(0),
+            };
+            let after = before.after(
+                outcome.target_failed,
+                u32::try_from(break_after).unwrap_or(0),
+                now,
+                breaker_cooldown,
+            );
+            if after != before {
+                if after.open_until != before.open_until && after.is_open(now) {
+                    tracing::warn!(
+                        target_id,
+                        failures = after.consecutive_failures,
+                        "circuit breaker open"
+                    );
+                }
+                sqlx::query(q::UPDATE_BREAKER)
+                    .bind(i64::from(after.consecutive_failures))
+                    .bind(after.open_until)
+                    .bind(i64::from(after.opens))
+                    .bind(target_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+    }
+    if let Some(reason) = &outcome.disable_target {
+        tracing::warn!(target_id, %reason, "target disabled");
+        sqlx::query(q::DISABLE_TARGET)
+            .bind(reason)
+            .bind(target_id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let record = AttemptRecord {
+        id: new_record_id(),
+        delivery_id: claimed.delivery_id.clone(),
+        request_id: claimed.request.id.clone(),
+        source_id: claimed.request.source_id,
+        target_id,
+        target_name: Some(claimed.target.name.clone()),
+        url: claimed.target.url.clone(),
+        attempt: claimed.attempt,
+        state: outcome.state,
+        outcome: outcome.outcome,
+        elapsed: outcome.elapsed,
+        created_at: now,
+        next_run_at: outcome.next_run_at,
+    };
+    insert_attempt(&mut *tx, &record).await?;
+    Ok(Some(record))
 }
 
 async fn insert_attempt(

@@ -4,6 +4,7 @@
 
 mod catalog;
 mod deliveries;
+mod group;
 mod queries;
 mod requests;
 mod rows;
@@ -26,6 +27,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Store {
     writer: SqlitePool,
     reader: SqlitePool,
+    group: group::GroupWriter,
 }
 
 impl Store {
@@ -53,7 +55,12 @@ impl Store {
             .acquire_timeout(BUSY_TIMEOUT)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Store { writer, reader })
+        let group = group::GroupWriter::start(writer.clone());
+        Ok(Store {
+            writer,
+            reader,
+            group,
+        })
     }
 
     /// Checks that the store answers and accepts writes.

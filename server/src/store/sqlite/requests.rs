@@ -17,16 +17,10 @@ impl Store {
     ///
     /// # Errors
     /// The store is unavailable; nothing was stored.
+    /// Concurrent calls are group-committed: one transaction and one fsync
+    /// for many requests, each answered after that commit.
     pub async fn ingest(&self, request: &StoredRequest) -> Result<u32, StoreError> {
-        let mut tx = self.writer.begin().await?;
-        insert_request(&mut tx, request).await?;
-        let targets: Vec<i64> = sqlx::query_scalar(q::SELECT_ROUTED_TARGETS)
-            .bind(request.source_id)
-            .fetch_all(&mut *tx)
-            .await?;
-        insert_deliveries(&mut tx, &request.id, &targets, request.created_at).await?;
-        tx.commit().await?;
-        Ok(u32::try_from(targets.len()).unwrap_or(u32::MAX))
+        self.group.ingest(request.clone()).await
     }
 
     /// One stored request, or None.
@@ -183,4 +177,18 @@ async fn insert_deliveries(
             .await?;
     }
     Ok(())
+}
+
+/// The writes of one ingest, inside the caller's transaction.
+pub(super) async fn ingest_in(
+    conn: &mut SqliteConnection,
+    request: &StoredRequest,
+) -> Result<u32, StoreError> {
+    insert_request(&mut *conn, request).await?;
+    let targets: Vec<i64> = sqlx::query_scalar(q::SELECT_ROUTED_TARGETS)
+        .bind(request.source_id)
+        .fetch_all(&mut *conn)
+        .await?;
+    insert_deliveries(conn, &request.id, &targets, request.created_at).await?;
+    Ok(u32::try_from(targets.len()).unwrap_or(u32::MAX))
 }

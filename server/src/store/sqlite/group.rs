@@ -1,0 +1,181 @@
+//! Group commit: one writer task takes the hot writes (ingests and attempt
+//! outcomes) off a channel, applies every one that is waiting inside one
+//! transaction (each in its own savepoint, so one failing write can't undo
+//! the others), commits once (one fsync), and only then answers each caller.
+
+use std::time::Duration;
+
+use sqlx::SqlitePool;
+use tokio::sync::{mpsc, oneshot};
+
+use super::deliveries::finish_in;
+use super::requests::ingest_in;
+use crate::store::StoreError;
+use crate::store::model::{AttemptOutcome, AttemptRecord, ClaimedDelivery, StoredRequest};
+
+/// Writes waiting for the writer; callers wait when it is full.
+const QUEUE: usize = 4096;
+/// The most writes in one transaction.
+const MAX_BATCH: usize = 512;
+
+enum Write {
+    Ingest {
+        request: Box<StoredRequest>,
+        reply: oneshot::Sender<Result<u32, StoreError>>,
+    },
+    Finish {
+        claimed: Box<ClaimedDelivery>,
+        outcome: Box<AttemptOutcome>,
+        cooldown: Duration,
+        reply: oneshot::Sender<Result<Option<AttemptRecord>, StoreError>>,
+    },
+}
+
+/// What a write did, to be told to its caller once the batch is committed.
+enum Done {
+    Ingest(
+        oneshot::Sender<Result<u32, StoreError>>,
+        Result<u32, StoreError>,
+    ),
+    Finish(
+        oneshot::Sender<Result<Option<AttemptRecord>, StoreError>>,
+        Result<Option<AttemptRecord>, StoreError>,
+    ),
+}
+
+impl Done {
+    /// Answers the caller; if the commit failed, with that failure instead.
+    fn answer(self, commit: &Result<(), String>) {
+        let failed = |e: &String| StoreError::Unavailable(sqlx::Error::Protocol(e.clone()));
+        match self {
+            Done::Ingest(reply, result) => {
+                let _ = reply.send(commit.as_ref().map_err(failed).and(result));
+            }
+            Done::Finish(reply, result) => {
+                let _ = reply.send(commit.as_ref().map_err(failed).and(result));
+            }
+        }
+    }
+}
+
+/// The handle callers send writes through; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct GroupWriter {
+    queue: mpsc::Sender<Write>,
+}
+
+fn writer_gone() -> StoreError {
+    StoreError::Unavailable(sqlx::Error::PoolClosed)
+}
+
+impl GroupWriter {
+    /// Starts the writer task on `pool` (the store's single writer connection).
+    pub fn start(pool: SqlitePool) -> Self {
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        tokio::spawn(run(pool, receiver));
+        GroupWriter { queue }
+    }
+
+    /// Commits a received request and its deliveries.
+    pub async fn ingest(&self, request: StoredRequest) -> Result<u32, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Write::Ingest {
+                request: Box::new(request),
+                reply,
+            })
+            .await
+            .map_err(|_| writer_gone())?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+
+    /// Records an attempt's outcome (see `Store::finish_attempt`).
+    pub async fn finish(
+        &self,
+        claimed: ClaimedDelivery,
+        outcome: AttemptOutcome,
+        cooldown: Duration,
+    ) -> Result<Option<AttemptRecord>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Write::Finish {
+                claimed: Box::new(claimed),
+                outcome: Box::new(outcome),
+                cooldown,
+                reply,
+            })
+            .await
+            .map_err(|_| writer_gone())?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+}
+
+async fn run(pool: SqlitePool, mut receiver: mpsc::Receiver<Write>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        commit_batch(&pool, std::mem::take(&mut batch)).await;
+    }
+}
+
+async fn commit_batch(pool: &SqlitePool, batch: Vec<Write>) {
+    let mut tx = match pool.begin().await {
+        Ok(tx) => tx,
+        Err(e) => {
+            let message = e.to_string();
+            tracing::warn!(error = %message, writes = batch.len(), "group commit: cannot begin");
+            for write in batch {
+                fail(write, &message);
+            }
+            return;
+        }
+    };
+    let mut done = Vec::with_capacity(batch.len());
+    for write in batch {
+        let savepoint = sqlx::query("SAVEPOINT write").execute(&mut *tx).await;
+        if let Err(e) = savepoint {
+            fail(write, &e.to_string());
+            continue;
+        }
+        let (outcome, ok) = match write {
+            Write::Ingest { request, reply } => {
+                let result = ingest_in(&mut tx, &request).await;
+                let ok = result.is_ok();
+                (Done::Ingest(reply, result), ok)
+            }
+            Write::Finish {
+                claimed,
+                outcome,
+                cooldown,
+                reply,
+            } => {
+                let result = finish_in(&mut tx, &claimed, *outcome, cooldown).await;
+                let ok = result.is_ok();
+                (Done::Finish(reply, result), ok)
+            }
+        };
+        if !ok {
+            let _ = sqlx::query("ROLLBACK TO write").execute(&mut *tx).await;
+        }
+        let _ = sqlx::query("RELEASE write").execute(&mut *tx).await;
+        done.push(outcome);
+    }
+    let commit = tx.commit().await.map_err(|e| e.to_string());
+    if let Err(e) = &commit {
+        tracing::warn!(error = %e, writes = done.len(), "group commit failed; nothing of it was stored");
+    }
+    for outcome in done {
+        outcome.answer(&commit);
+    }
+}
+
+fn fail(write: Write, message: &str) {
+    let error = || StoreError::Unavailable(sqlx::Error::Protocol(message.to_owned()));
+    match write {
+        Write::Ingest { reply, .. } => {
+            let _ = reply.send(Err(error()));
+        }
+        Write::Finish { reply, .. } => {
+            let _ = reply.send(Err(error()));
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! Ingest and delivery throughput, latency and memory, each as a ratio to
+//! the ceiling measured in the same run.
+
+use std::time::{Duration, Instant};
+
+use crate::ceiling::Ceiling;
+use crate::gateway::Gateway;
+use crate::load::{Endpoint, Outcome, closed_loop, paced};
+use crate::sink::Sink;
+use crate::stats::{ms, percentile};
+
+/// How hard and how long.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    pub connections: usize,
+    pub seconds: u64,
+    pub runs: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Run {
+    ceiling_rps: f64,
+    ceiling_p99: f64,
+    ingest_rps: f64,
+    ingest_p50: f64,
+    ingest_p99: f64,
+    delivery_rps: f64,
+    sustained_rps: f64,
+    half_ack_p50: f64,
+    half_ack_p99: f64,
+    half_e2e_p50: f64,
+    half_e2e_p99: f64,
+    idle_rss_mb: f64,
+    peak_rss_mb: f64,
+}
+
+fn p(latencies: &mut [Duration], q: f64) -> f64 {
+    ms(percentile(latencies, q))
+}
+
+async fn gateway_endpoint(gateway: &Gateway, name: &str) -> anyhow::Result<Endpoint> {
+    let (url, user, pass) = gateway.add_source(name).await?;
+    Ok(Endpoint { url, user, pass })
+}
+
+async fn one_run(plan: Plan) -> anyhow::Result<Run> {
+    let duration = Duration::from_secs(plan.seconds);
+    let mut run = Run::default();
+
+    // The ceiling.
+    let ceiling = Ceiling::start().await?;
+    let endpoint = Endpoint {
+        url: format!("http://{}/1", ceiling.addr),
+        user: "u".into(),
+        pass: "p".into(),
+    };
+    let mut out = closed_loop(&endpoint, plan.connections, duration).await;
+    run.ceiling_rps = out.rate();
+    run.ceiling_p99 = p(&mut out.latencies, 99.0);
+    drop(ceiling);
+
+    // Durable ingest, no targets.
+    let gateway = Gateway::start(&[]).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    run.idle_rss_mb = gateway.memory().0 as f64 / 1e6;
+    let endpoint = gateway_endpoint(&gateway, "load").await?;
+    let mut out = closed_loop(&endpoint, plan.connections, duration).await;
+    check(&out, "ingest")?;
+    run.ingest_rps = out.rate();
+    run.ingest_p50 = p(&mut out.latencies, 50.0);
+    run.ingest_p99 = p(&mut out.latencies, 99.0);
+    run.peak_rss_mb = gateway.memory().1 as f64 / 1e6;
+    drop(gateway);
+
+    // Ingest plus delivery to one target: the rate at which both keep up.
+    let gateway = Gateway::start(&[]).await?;
+    let (sink, sink_addr) = Sink::start().await?;
+    let endpoint = gateway_endpoint(&gateway, "load").await?;
+    gateway
+        .add_target("sink", &format!("http://{sink_addr}/hook"), 1)
+        .await?;
+    let started = Instant::now();
+    let out = closed_loop(&endpoint, plan.connections, duration).await;
+    check(&out, "ingest with delivery")?;
+    run.delivery_rps = out.rate();
+    let expected = out.acked as usize;
+    let drained = wait_for(&sink, expected, Duration::from_secs(120)).await;
+    run.sustained_rps = expected as f64 / drained.unwrap_or(Duration::MAX).as_secs_f64().max(1e-9);
+    let _ = started;
+    sink.take();
+    run.peak_rss_mb = run.peak_rss_mb.max(gateway.memory().1 as f64 / 1e6);
+
+    // Half the sustained maximum, paced: ack and end-to-end latency.
+    let half = (run.sustained_rps.min(run.delivery_rps) / 2.0).max(1.0);
+    let mut out = paced(&endpoint, plan.connections, half, duration).await;
+    check(&out, "paced half load")?;
+    let _ = wait_for(&sink, out.acked as usize, Duration::from_secs(60)).await;
+    let mut e2e = sink.take();
+    run.half_ack_p50 = p(&mut out.latencies, 50.0);
+    run.half_ack_p99 = p(&mut out.latencies, 99.0);
+    run.half_e2e_p50 = p(&mut e2e, 50.0);
+    run.half_e2e_p99 = p(&mut e2e, 99.0);
+    run.peak_rss_mb = run.peak_rss_mb.max(gateway.memory().1 as f64 / 1e6);
+    Ok(run)
+}
+
+fn check(out: &Outcome, what: &str) -> anyhow::Result<()> {
+    if out.failed > 0 {
+        eprintln!(
+            "warning: {what}: {} requests were not acknowledged",
+            out.failed
+        );
+    }
+    if out.acked == 0 {
+        anyhow::bail!("{what}: no request was acknowledged");
+    }
+    Ok(())
+}
+
+/// Waits until the sink has `n` deliveries; returns how long that took.
+async fn wait_for(sink: &Sink, n: usize, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    while sink.count() < n {
+        if started.elapsed() > limit {
+            eprintln!(
+                "warning: only {} of {n} deliveries arrived within {limit:?}",
+                sink.count()
+            );
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Some(started.elapsed())
+}
+
+fn median(runs: &[Run], f: impl Fn(&Run) -> f64) -> f64 {
+    let mut values: Vec<f64> = runs.iter().map(f).collect();
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or_default()
+}
+
+/// Runs the plan and prints the table of medians.
+pub async fn run(plan: Plan) -> anyhow::Result<()> {
+    println!(
+        "ingest: {} connections, {}s per measurement, median of {} runs, ~1 KB JSON bodies",
+        plan.connections, plan.seconds, plan.runs
+    );
+    let mut runs = Vec::new();
+    for i in 0..plan.runs {
+        let run = one_run(plan).await?;
+        eprintln!("run {}: {run:?}", i + 1);
+        runs.push(run);
+    }
+    let ceiling = median(&runs, |r| r.ceiling_rps);
+    let row = |name: &str, value: f64, unit: &str, ratio: Option<f64>| {
+        let ratio = ratio
+            .map(|r| format!("{:.0}%", r * 100.0))
+            .unwrap_or_else(|| "-".into());
+        println!("| {name} | {value:.2} {unit} | {ratio} |");
+    };
+    println!("| figure | median | of ceiling |");
+    println!("|---|---|---|");
+    row(
+        "ceiling: bare HTTP server, answers/s",
+        ceiling,
+        "req/s",
+        Some(1.0),
+    );
+    row("ceiling p99", median(&runs, |r| r.ceiling_p99), "ms", None);
+    let ingest = median(&runs, |r| r.ingest_rps);
+    row(
+        "durable ingest, no targets, acks/s",
+        ingest,
+        "req/s",
+        Some(ingest / ceiling),
+    );
+    row(
+        "  ack latency p50",
+        median(&runs, |r| r.ingest_p50),
+        "ms",
+        None,
+    );
+    row(
+        "  ack latency p99",
+        median(&runs, |r| r.ingest_p99),
+        "ms",
+        None,
+    );
+    let with_delivery = median(&runs, |r| r.delivery_rps);
+    row(
+        "ingest with one target, acks/s",
+        with_delivery,
+        "req/s",
+        Some(with_delivery / ceiling),
+    );
+    let sustained = median(&runs, |r| r.sustained_rps);
+    row(
+        "  sustained end-to-end deliveries/s",
+        sustained,
+        "req/s",
+        Some(sustained / ceiling),
+    );
+    row(
+        "at half that load: ack p50",
+        median(&runs, |r| r.half_ack_p50),
+        "ms",
+        None,
+    );
+    row("  ack p99", median(&runs, |r| r.half_ack_p99), "ms", None);
+    row(
+        "  end-to-end p50",
+        median(&runs, |r| r.half_e2e_p50),
+        "ms",
+        None,
+    );
+    row(
+        "  end-to-end p99",
+        median(&runs, |r| r.half_e2e_p99),
+        "ms",
+        None,
+    );
+    row(
+        "gateway RSS, idle",
+        median(&runs, |r| r.idle_rss_mb),
+        "MB",
+        None,
+    );
+    row(
+        "gateway RSS, peak under load",
+        median(&runs, |r| r.peak_rss_mb),
+        "MB",
+        None,
+    );
+    Ok(())
+}
