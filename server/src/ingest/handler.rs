@@ -48,7 +48,7 @@ pub async fn ingest(
     else {
         return reply::not_found();
     };
-    let source = match state.store.get_source(source_id).await {
+    let source = match state.store.ingest_source(source_id).await {
         Ok(Some(source)) => source,
         Ok(None) => return reply::not_found(),
         Err(e) => {
@@ -134,6 +134,7 @@ fn too_large(limit: usize) -> Response {
 }
 
 fn configured_response(source: &crate::store::model::Source) -> Response {
+    // The configured content is shared, not copied: Bytes clones are cheap.
     let status = StatusCode::from_u16(source.status_code).unwrap_or(StatusCode::OK);
     let mut response = (status, source.content.clone()).into_response();
     if let Ok(content_type) = HeaderValue::from_str(&source.content_type) {

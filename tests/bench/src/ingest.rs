@@ -84,9 +84,12 @@ async fn one_run(plan: Plan) -> anyhow::Result<Run> {
     check(&out, "ingest with delivery")?;
     run.delivery_rps = out.rate();
     let expected = out.acked as usize;
+    // Deliveries per second from the first request to the last delivery.
     let drained = wait_for(&sink, expected, Duration::from_secs(120)).await;
-    run.sustained_rps = expected as f64 / drained.unwrap_or(Duration::MAX).as_secs_f64().max(1e-9);
-    let _ = started;
+    run.sustained_rps = match drained {
+        Some(_) => expected as f64 / started.elapsed().as_secs_f64().max(1e-9),
+        None => 0.0,
+    };
     sink.take();
     run.peak_rss_mb = run.peak_rss_mb.max(gateway.memory().1 as f64 / 1e6);
 

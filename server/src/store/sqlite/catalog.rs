@@ -31,6 +31,7 @@ impl Store {
             .bind(created_at)
             .fetch_one(&self.writer)
             .await?;
+        self.routing.invalidate();
         Ok(Source {
             id,
             name: new.name,
@@ -84,6 +85,7 @@ impl Store {
             .await?
             .rows_affected();
         tx.commit().await?;
+        self.routing.invalidate();
         Ok(deleted > 0)
     }
 
@@ -120,6 +122,7 @@ impl Store {
             .await?;
         let source_ids = replace_routes(&mut tx, id, new.source_ids).await?;
         tx.commit().await?;
+        self.routing.invalidate();
         Ok(Target {
             id,
             name: new.name,
@@ -169,6 +172,7 @@ impl Store {
         }
         replace_routes(&mut tx, target.id, target.source_ids.clone()).await?;
         tx.commit().await?;
+        self.routing.invalidate();
         Ok(())
     }
 
@@ -257,6 +261,7 @@ impl Store {
             .await?
             .rows_affected();
         tx.commit().await?;
+        self.routing.invalidate();
         Ok(deleted > 0)
     }
 }

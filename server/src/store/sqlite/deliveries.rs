@@ -73,13 +73,30 @@ impl Store {
             .await?;
         tx.commit().await?;
 
+        // One query for the requests, one per distinct target.
+        let requests = self
+            .get_requests(rows.iter().map(|(_, request_id, _, _)| request_id.as_str()))
+            .await?;
+        let mut targets = std::collections::HashMap::new();
+        for (_, _, target_id, _) in &rows {
+            if !targets.contains_key(target_id) {
+                targets.insert(*target_id, self.get_target(*target_id).await?);
+            }
+        }
         let mut claimed = Vec::with_capacity(rows.len());
         for (delivery_id, request_id, target_id, attempt) in rows {
-            let request = self.get_request(&request_id).await?;
-            let target = self.get_target(target_id).await?;
+            // Several deliveries of one request share it (the body is Bytes).
+            let request = requests.get(&request_id).cloned();
+            let target = targets.get(&target_id).cloned().flatten();
             let (Some(request), Some(target)) = (request, target) else {
-                // Target removed between claim and load: its deliveries are cancelled.
-                tracing::warn!(%delivery_id, "claimed delivery lost its request or target");
+                // Removed between claim and load: nothing left to send.
+                tracing::warn!(%delivery_id, "claimed delivery lost its request or target: cancelled");
+                sqlx::query(q::CANCEL_CLAIMED)
+                    .bind(now_micros())
+                    .bind(&delivery_id)
+                    .bind(&lease_token)
+                    .execute(&self.writer)
+                    .await?;
                 continue;
             };
             claimed.push(ClaimedDelivery {
@@ -265,7 +282,10 @@ pub(super) async fn finish_in(
         return Ok(None);
     }
     let target_id = claimed.target.id;
-    if outcome.target_failed.is_some() {
+    // A success to a target whose breaker was closed when claimed changes nothing.
+    let breaker_untouched =
+        outcome.target_failed == Some(false) && claimed.target.breaker == Breaker::default();
+    if outcome.target_failed.is_some() && !breaker_untouched {
         let current: Option<(i64, Option<i64>, i64, i64)> = sqlx::query_as(q::SELECT_BREAKER)
             .bind(target_id)
             .fetch_optional(&mut *tx)

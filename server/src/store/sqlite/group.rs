@@ -9,7 +9,7 @@ use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
 use super::deliveries::finish_in;
-use super::requests::ingest_in;
+use super::requests::{ingest_in, ingest_many_in};
 use crate::store::StoreError;
 use crate::store::model::{AttemptOutcome, AttemptRecord, ClaimedDelivery, StoredRequest};
 
@@ -21,6 +21,7 @@ const MAX_BATCH: usize = 512;
 enum Write {
     Ingest {
         request: Box<StoredRequest>,
+        targets: Vec<i64>,
         reply: oneshot::Sender<Result<u32, StoreError>>,
     },
     Finish {
@@ -77,11 +78,16 @@ impl GroupWriter {
     }
 
     /// Commits a received request and its deliveries.
-    pub async fn ingest(&self, request: StoredRequest) -> Result<u32, StoreError> {
+    pub async fn ingest(
+        &self,
+        request: StoredRequest,
+        targets: Vec<i64>,
+    ) -> Result<u32, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Write::Ingest {
                 request: Box::new(request),
+                targets,
                 reply,
             })
             .await
@@ -130,15 +136,39 @@ async fn commit_batch(pool: &SqlitePool, batch: Vec<Write>) {
         }
     };
     let mut done = Vec::with_capacity(batch.len());
-    for write in batch {
+    // Ingests first, all in two statements; if that fails, one at a time.
+    let (ingests, others): (Vec<Write>, Vec<Write>) = batch
+        .into_iter()
+        .partition(|w| matches!(w, Write::Ingest { .. }));
+    let mut one_by_one = others;
+    if !ingests.is_empty() {
+        match bulk_ingest(&mut tx, &ingests).await {
+            Ok(created) => {
+                for (write, created) in ingests.into_iter().zip(created) {
+                    if let Write::Ingest { reply, .. } = write {
+                        done.push(Done::Ingest(reply, Ok(created)));
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "group commit: bulk insert failed, writing one by one");
+                one_by_one.splice(0..0, ingests);
+            }
+        }
+    }
+    for write in one_by_one {
         let savepoint = sqlx::query("SAVEPOINT write").execute(&mut *tx).await;
         if let Err(e) = savepoint {
             fail(write, &e.to_string());
             continue;
         }
         let (outcome, ok) = match write {
-            Write::Ingest { request, reply } => {
-                let result = ingest_in(&mut tx, &request).await;
+            Write::Ingest {
+                request,
+                targets,
+                reply,
+            } => {
+                let result = ingest_in(&mut tx, &request, &targets).await;
                 let ok = result.is_ok();
                 (Done::Ingest(reply, result), ok)
             }
@@ -176,6 +206,34 @@ fn fail(write: Write, message: &str) {
         }
         Write::Finish { reply, .. } => {
             let _ = reply.send(Err(error()));
+        }
+    }
+}
+
+/// Inserts every ingest of the batch inside a savepoint, all or nothing.
+async fn bulk_ingest(
+    tx: &mut sqlx::SqliteConnection,
+    ingests: &[Write],
+) -> Result<Vec<u32>, StoreError> {
+    let rows: Vec<(&StoredRequest, &[i64])> = ingests
+        .iter()
+        .filter_map(|w| match w {
+            Write::Ingest {
+                request, targets, ..
+            } => Some((&**request, targets.as_slice())),
+            Write::Finish { .. } => None,
+        })
+        .collect();
+    sqlx::query("SAVEPOINT bulk").execute(&mut *tx).await?;
+    match ingest_many_in(&mut *tx, &rows).await {
+        Ok(created) => {
+            sqlx::query("RELEASE bulk").execute(&mut *tx).await?;
+            Ok(created)
+        }
+        Err(e) => {
+            let _ = sqlx::query("ROLLBACK TO bulk").execute(&mut *tx).await;
+            let _ = sqlx::query("RELEASE bulk").execute(&mut *tx).await;
+            Err(e)
         }
     }
 }

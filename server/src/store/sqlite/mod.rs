@@ -7,6 +7,7 @@ mod deliveries;
 mod group;
 mod queries;
 mod requests;
+mod routing;
 mod rows;
 
 use std::str::FromStr;
@@ -28,6 +29,7 @@ pub struct Store {
     writer: SqlitePool,
     reader: SqlitePool,
     group: group::GroupWriter,
+    routing: routing::RoutingCache,
 }
 
 impl Store {
@@ -60,6 +62,7 @@ impl Store {
             writer,
             reader,
             group,
+            routing: routing::RoutingCache::default(),
         })
     }
 

@@ -58,9 +58,28 @@ pub const INSERT_REQUEST: &str = "INSERT INTO requests \
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 pub const SELECT_REQUEST: &str = "SELECT r.*, s.name AS source_name FROM requests r \
     LEFT JOIN sources s ON s.id = r.source_id WHERE r.id = ?";
+/// Requests by id: `?, ?, ...)` follows.
+pub const SELECT_REQUESTS_HEAD: &str = "SELECT r.*, s.name AS source_name FROM requests r \
+    LEFT JOIN sources s ON s.id = r.source_id WHERE r.id IN (";
 pub const INSERT_DELIVERY: &str = "INSERT INTO deliveries \
     (id, request_id, target_id, state, attempt, next_run_at, created_at, updated_at) \
     VALUES (?, ?, ?, 'pending', 0, ?, ?, ?)";
+
+/// A delivery to a target, if the target still exists at commit time.
+pub const INSERT_DELIVERY_IF_TARGET: &str = "INSERT INTO deliveries \
+    (id, request_id, target_id, state, attempt, next_run_at, created_at, updated_at) \
+    SELECT ?1, ?2, t.id, 'pending', 0, ?3, ?3, ?3 FROM targets t WHERE t.id = ?4";
+
+/// Many requests at once: `VALUES (...), (...)` follows.
+pub const INSERT_REQUESTS_HEAD: &str = "INSERT INTO requests \
+    (id, source_id, method, path, query, headers, body, remote_addr, created_at, resent_from) ";
+/// Many deliveries at once, to targets that still exist: `VALUES (id,
+/// request_id, target_id, created_at), ...` follows, then the tail.
+pub const INSERT_DELIVERIES_HEAD: &str = "INSERT INTO deliveries \
+    (id, request_id, target_id, state, attempt, next_run_at, created_at, updated_at) \
+    SELECT v.column1, v.column2, v.column3, 'pending', 0, v.column4, v.column4, v.column4 FROM (";
+pub const INSERT_DELIVERIES_TAIL: &str =
+    ") AS v WHERE EXISTS (SELECT 1 FROM targets t WHERE t.id = v.column3)";
 
 /// Log pages: built by appending `AND ...` filters, then the ORDER/LIMIT tail.
 pub const SELECT_REQUEST_LOG: &str = "SELECT r.*, s.name AS source_name FROM requests r \
@@ -127,6 +146,9 @@ pub const NEXT_DUE_AT: &str = concat!(
         WHERE t.disabled_reason IS NULL AND t.breaker_until > ?2 \
           AND EXISTS (SELECT 1 FROM deliveries d WHERE d.target_id = t.id AND d.state = 'pending'))"
 );
+/// A claimed delivery whose target or request is gone.
+pub const CANCEL_CLAIMED: &str = "UPDATE deliveries SET state = 'cancelled', lease_token = NULL, \
+    lease_expires_at = NULL, updated_at = ? WHERE id = ? AND lease_token = ? AND state = 'in_flight'";
 /// Gives a claimed delivery back untried (rate limit): the attempt is not counted.
 pub const UNCLAIM: &str = "UPDATE deliveries SET state = 'pending', attempt = attempt - 1, \
     next_run_at = ?, lease_token = NULL, lease_expires_at = NULL, updated_at = ? \

@@ -20,7 +20,8 @@ impl Store {
     /// Concurrent calls are group-committed: one transaction and one fsync
     /// for many requests, each answered after that commit.
     pub async fn ingest(&self, request: &StoredRequest) -> Result<u32, StoreError> {
-        self.group.ingest(request.clone()).await
+        let targets = self.routing().await?.targets_of(request.source_id);
+        self.group.ingest(request.clone(), targets).await
     }
 
     /// One stored request, or None.
@@ -33,6 +34,33 @@ impl Store {
             .fetch_optional(&self.reader)
             .await?;
         row.map(StoredRequest::try_from).transpose()
+    }
+
+    /// Several stored requests by id (missing ones are left out).
+    ///
+    /// # Errors
+    /// The store is unavailable or a row is corrupt.
+    pub async fn get_requests<'a>(
+        &self,
+        ids: impl Iterator<Item = &'a str>,
+    ) -> Result<std::collections::HashMap<String, StoredRequest>, StoreError> {
+        let ids: Vec<&str> = ids.collect();
+        let mut found = std::collections::HashMap::with_capacity(ids.len());
+        // 500 ids a statement keeps well under SQLite's parameter limit.
+        for chunk in ids.chunks(500) {
+            let mut query = QueryBuilder::<Sqlite>::new(q::SELECT_REQUESTS_HEAD);
+            let mut list = query.separated(", ");
+            for id in chunk {
+                list.push_bind(id.to_string());
+            }
+            query.push(")");
+            let rows: Vec<RequestRow> = query.build_query_as().fetch_all(&self.reader).await?;
+            for row in rows {
+                let request = StoredRequest::try_from(row)?;
+                found.insert(request.id.clone(), request);
+            }
+        }
+        Ok(found)
     }
 
     /// Stores a copy of request `id` (new id, `resent_from` = `id`) with a
@@ -179,16 +207,72 @@ async fn insert_deliveries(
     Ok(())
 }
 
-/// The writes of one ingest, inside the caller's transaction.
+/// The writes of one ingest, inside the caller's transaction: the request,
+/// and a delivery to each of `targets` that still exists.
 pub(super) async fn ingest_in(
     conn: &mut SqliteConnection,
     request: &StoredRequest,
+    targets: &[i64],
 ) -> Result<u32, StoreError> {
     insert_request(&mut *conn, request).await?;
-    let targets: Vec<i64> = sqlx::query_scalar(q::SELECT_ROUTED_TARGETS)
-        .bind(request.source_id)
-        .fetch_all(&mut *conn)
-        .await?;
-    insert_deliveries(conn, &request.id, &targets, request.created_at).await?;
-    Ok(u32::try_from(targets.len()).unwrap_or(u32::MAX))
+    let mut created = 0;
+    for target_id in targets {
+        created += sqlx::query(q::INSERT_DELIVERY_IF_TARGET)
+            .bind(new_record_id())
+            .bind(&request.id)
+            .bind(request.created_at)
+            .bind(target_id)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+    }
+    Ok(u32::try_from(created).unwrap_or(u32::MAX))
+}
+
+/// Many ingests in two statements: every request in one multi-row INSERT,
+/// every delivery (to targets that still exist) in another. Returns the
+/// deliveries created per request, in order.
+pub(super) async fn ingest_many_in(
+    conn: &mut SqliteConnection,
+    ingests: &[(&StoredRequest, &[i64])],
+) -> Result<Vec<u32>, StoreError> {
+    let mut requests = QueryBuilder::<Sqlite>::new(q::INSERT_REQUESTS_HEAD);
+    requests.push_values(ingests, |mut row, (request, _)| {
+        row.push_bind(request.id.clone())
+            .push_bind(request.source_id)
+            .push_bind(request.method.clone())
+            .push_bind(request.path.clone())
+            .push_bind(request.query.clone())
+            .push_bind(encode_headers(&request.headers))
+            .push_bind(request.body.to_vec())
+            .push_bind(request.remote_addr.clone())
+            .push_bind(request.created_at)
+            .push_bind(request.resent_from.clone());
+    });
+    requests.build().execute(&mut *conn).await?;
+
+    let deliveries: Vec<(String, &str, i64, i64)> = ingests
+        .iter()
+        .flat_map(|(request, targets)| {
+            targets
+                .iter()
+                .map(|t| (new_record_id(), request.id.as_str(), *t, request.created_at))
+        })
+        .collect();
+    // Four parameters a row; SQLite takes up to 32766 per statement.
+    for chunk in deliveries.chunks(4000) {
+        let mut insert = QueryBuilder::<Sqlite>::new(q::INSERT_DELIVERIES_HEAD);
+        insert.push_values(chunk, |mut row, (id, request_id, target_id, at)| {
+            row.push_bind(id.clone())
+                .push_bind(request_id.to_string())
+                .push_bind(*target_id)
+                .push_bind(*at);
+        });
+        insert.push(q::INSERT_DELIVERIES_TAIL);
+        insert.build().execute(&mut *conn).await?;
+    }
+    Ok(ingests
+        .iter()
+        .map(|(_, targets)| u32::try_from(targets.len()).unwrap_or(u32::MAX))
+        .collect())
 }

@@ -1,0 +1,93 @@
+//! The routing table ingest reads on every request (sources with their
+//! credentials, and which targets each source feeds), kept in memory and
+//! rebuilt from the store after any change to sources or targets.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use super::Store;
+use crate::store::StoreError;
+use crate::store::model::Source;
+
+/// A snapshot of sources and routes.
+#[derive(Debug, Default)]
+pub struct Routing {
+    sources: HashMap<i64, Arc<Source>>,
+    /// Targets routed to a source by name.
+    routed: HashMap<i64, Vec<i64>>,
+    /// Targets with no routes: they receive from every source.
+    everywhere: Vec<i64>,
+}
+
+impl Routing {
+    /// The targets a request from `source_id` goes to, in id order.
+    pub fn targets_of(&self, source_id: i64) -> Vec<i64> {
+        let mut targets = self.everywhere.clone();
+        if let Some(routed) = self.routed.get(&source_id) {
+            targets.extend(routed);
+        }
+        targets.sort_unstable();
+        targets.dedup();
+        targets
+    }
+}
+
+/// The cached snapshot; None until loaded or after a change.
+#[derive(Debug, Clone, Default)]
+pub struct RoutingCache(Arc<RwLock<Option<Arc<Routing>>>>);
+
+impl RoutingCache {
+    /// Drops the snapshot: the next read rebuilds it.
+    pub fn invalidate(&self) {
+        if let Ok(mut cached) = self.0.write() {
+            *cached = None;
+        }
+    }
+
+    fn get(&self) -> Option<Arc<Routing>> {
+        self.0.read().ok().and_then(|cached| cached.clone())
+    }
+
+    fn set(&self, routing: Arc<Routing>) {
+        if let Ok(mut cached) = self.0.write() {
+            *cached = Some(routing);
+        }
+    }
+}
+
+impl Store {
+    /// The routing snapshot, rebuilt from the store if a change dropped it.
+    ///
+    /// # Errors
+    /// The store is unavailable.
+    pub async fn routing(&self) -> Result<Arc<Routing>, StoreError> {
+        if let Some(routing) = self.routing.get() {
+            return Ok(routing);
+        }
+        let sources = self.list_sources().await?;
+        let targets = self.list_targets().await?;
+        let mut routing = Routing {
+            sources: sources.into_iter().map(|s| (s.id, Arc::new(s))).collect(),
+            ..Routing::default()
+        };
+        for target in targets {
+            if target.source_ids.is_empty() {
+                routing.everywhere.push(target.id);
+            }
+            for source_id in target.source_ids {
+                routing.routed.entry(source_id).or_default().push(target.id);
+            }
+        }
+        let routing = Arc::new(routing);
+        self.routing.set(routing.clone());
+        Ok(routing)
+    }
+
+    /// The source a webhook is posted to, from the routing snapshot.
+    ///
+    /// # Errors
+    /// The store is unavailable.
+    pub async fn ingest_source(&self, id: i64) -> Result<Option<Arc<Source>>, StoreError> {
+        Ok(self.routing().await?.sources.get(&id).cloned())
+    }
+}
