@@ -18,6 +18,10 @@ use crate::store::model::{AttemptOutcome, ClaimedDelivery, LogRecord, new_record
 
 /// Deliveries claimed in one store round trip.
 const CLAIM_BATCH: usize = 64;
+/// Free slots worth a claim while attempts are in flight...
+const MIN_CLAIM: usize = 16;
+/// ...or how long to wait for that many before claiming fewer.
+const BATCH_WAIT: Duration = Duration::from_millis(2);
 /// The longest the worker sleeps without looking at the store.
 const MAX_IDLE: Duration = Duration::from_secs(30);
 /// The shortest pause when due work could not be claimed (every due target
@@ -57,10 +61,19 @@ impl Worker {
                 break;
             }
             let available = permits.available_permits().min(CLAIM_BATCH);
+            // Under load, claim in batches (one claim, one commit, for many
+            // deliveries) rather than one slot at a time.
             if available == 0 {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = in_flight.join_next() => continue,
+                }
+            }
+            if available < MIN_CLAIM.min(self.concurrency) && !in_flight.is_empty() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = in_flight.join_next() => continue,
+                    _ = tokio::time::sleep(BATCH_WAIT) => {}
                 }
             }
             let (skip, refill) = limiter

@@ -328,23 +328,130 @@ pub(super) async fn finish_in(
             .execute(&mut *tx)
             .await?;
     }
-    let record = AttemptRecord {
+    let record = attempt_record(claimed, outcome);
+    insert_attempt(&mut *tx, &record).await?;
+    Ok(Some(record))
+}
+
+/// Whether an outcome needs only the delivery update and the attempt row
+/// (no breaker change, no disabling), so it can be written in bulk.
+pub(super) fn is_simple(claimed: &ClaimedDelivery, outcome: &AttemptOutcome) -> bool {
+    outcome.disable_target.is_none()
+        && (outcome.target_failed.is_none()
+            || (outcome.target_failed == Some(false)
+                && claimed.target.breaker == Breaker::default()))
+}
+
+fn delivery_state_of(state: AttemptState) -> &'static str {
+    match state {
+        AttemptState::Retrying => "pending",
+        AttemptState::Delivered => "delivered",
+        AttemptState::Failed => "failed",
+    }
+}
+
+fn attempt_record(claimed: &ClaimedDelivery, outcome: AttemptOutcome) -> AttemptRecord {
+    AttemptRecord {
         id: new_record_id(),
         delivery_id: claimed.delivery_id.clone(),
         request_id: claimed.request.id.clone(),
         source_id: claimed.request.source_id,
-        target_id,
+        target_id: claimed.target.id,
         target_name: Some(claimed.target.name.clone()),
         url: claimed.target.url.clone(),
         attempt: claimed.attempt,
         state: outcome.state,
         outcome: outcome.outcome,
         elapsed: outcome.elapsed,
-        created_at: now,
+        created_at: outcome.finished_at,
         next_run_at: outcome.next_run_at,
-    };
-    insert_attempt(&mut *tx, &record).await?;
-    Ok(Some(record))
+    }
+}
+
+/// Many simple outcomes (see [`is_simple`]) in two statements: one fenced
+/// UPDATE of the deliveries, one INSERT of the attempts of those whose lease
+/// still held. Returns, in order, the record or None (lease lost).
+pub(super) async fn finish_many_in(
+    tx: &mut SqliteConnection,
+    finishes: Vec<(&ClaimedDelivery, AttemptOutcome)>,
+) -> Result<Vec<Option<AttemptRecord>>, StoreError> {
+    let mut update = QueryBuilder::<Sqlite>::new(q::FINISH_MANY_HEAD);
+    update.push_values(&finishes, |mut row, (claimed, outcome)| {
+        row.push_bind(claimed.delivery_id.clone())
+            .push_bind(delivery_state_of(outcome.state))
+            .push_bind(outcome.next_run_at)
+            .push_bind(outcome.finished_at)
+            .push_bind(claimed.lease_token.clone());
+    });
+    update.push(q::FINISH_MANY_TAIL);
+    let updated: Vec<String> = update.build_query_scalar().fetch_all(&mut *tx).await?;
+    let updated: std::collections::HashSet<String> = updated.into_iter().collect();
+    let records: Vec<Option<AttemptRecord>> = finishes
+        .into_iter()
+        .map(|(claimed, outcome)| {
+            updated
+                .contains(&claimed.delivery_id)
+                .then(|| attempt_record(claimed, outcome))
+        })
+        .collect();
+    let written: Vec<&AttemptRecord> = records.iter().flatten().collect();
+    for chunk in written.chunks(1000) {
+        let mut insert = QueryBuilder::<Sqlite>::new(q::INSERT_ATTEMPTS_HEAD);
+        insert.push_values(chunk, |mut row, record| {
+            let (status, headers, body, truncated, kind, message) = attempt_columns(record);
+            row.push_bind(record.id.clone())
+                .push_bind(record.delivery_id.clone())
+                .push_bind(record.request_id.clone())
+                .push_bind(record.source_id)
+                .push_bind(record.target_id)
+                .push_bind(record.url.clone())
+                .push_bind(i64::from(record.attempt))
+                .push_bind(record.state.as_str())
+                .push_bind(status)
+                .push_bind(headers)
+                .push_bind(body)
+                .push_bind(truncated)
+                .push_bind(kind)
+                .push_bind(message)
+                .push_bind(i64::try_from(record.elapsed.as_micros()).unwrap_or(i64::MAX))
+                .push_bind(record.created_at)
+                .push_bind(record.next_run_at);
+        });
+        insert.build().execute(&mut *tx).await?;
+    }
+    Ok(records)
+}
+
+/// The response or error columns of an attempt row.
+#[allow(clippy::type_complexity)]
+fn attempt_columns(
+    record: &AttemptRecord,
+) -> (
+    Option<i64>,
+    Option<String>,
+    Option<Vec<u8>>,
+    bool,
+    Option<String>,
+    Option<String>,
+) {
+    match &record.outcome {
+        Ok(r) => (
+            Some(i64::from(r.status_code)),
+            Some(encode_headers(&r.headers)),
+            Some(r.body.to_vec()),
+            r.body_truncated,
+            None,
+            None,
+        ),
+        Err(e) => (
+            None,
+            None,
+            None,
+            false,
+            Some(e.kind.clone()),
+            Some(e.message.clone()),
+        ),
+    }
 }
 
 async fn insert_attempt(

@@ -8,7 +8,7 @@ use std::time::Duration;
 use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
-use super::deliveries::finish_in;
+use super::deliveries::{finish_in, finish_many_in, is_simple};
 use super::requests::{ingest_in, ingest_many_in};
 use crate::store::StoreError;
 use crate::store::model::{AttemptOutcome, AttemptRecord, ClaimedDelivery, StoredRequest};
@@ -140,7 +140,28 @@ async fn commit_batch(pool: &SqlitePool, batch: Vec<Write>) {
     let (ingests, others): (Vec<Write>, Vec<Write>) = batch
         .into_iter()
         .partition(|w| matches!(w, Write::Ingest { .. }));
-    let mut one_by_one = others;
+    let (simple, mut one_by_one): (Vec<Write>, Vec<Write>) =
+        others.into_iter().partition(|w| match w {
+            Write::Finish {
+                claimed, outcome, ..
+            } => is_simple(claimed, outcome),
+            Write::Ingest { .. } => false,
+        });
+    if !simple.is_empty() {
+        match bulk_finish(&mut tx, &simple).await {
+            Ok(records) => {
+                for (write, record) in simple.into_iter().zip(records) {
+                    if let Write::Finish { reply, .. } = write {
+                        done.push(Done::Finish(reply, Ok(record)));
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "group commit: bulk finish failed, writing one by one");
+                one_by_one.extend(simple);
+            }
+        }
+    }
     if !ingests.is_empty() {
         match bulk_ingest(&mut tx, &ingests).await {
             Ok(created) => {
@@ -229,6 +250,35 @@ async fn bulk_ingest(
         Ok(created) => {
             sqlx::query("RELEASE bulk").execute(&mut *tx).await?;
             Ok(created)
+        }
+        Err(e) => {
+            let _ = sqlx::query("ROLLBACK TO bulk").execute(&mut *tx).await;
+            let _ = sqlx::query("RELEASE bulk").execute(&mut *tx).await;
+            Err(e)
+        }
+    }
+}
+
+/// Records every simple attempt outcome of the batch inside a savepoint, all
+/// or nothing.
+async fn bulk_finish(
+    tx: &mut sqlx::SqliteConnection,
+    finishes: &[Write],
+) -> Result<Vec<Option<AttemptRecord>>, StoreError> {
+    let rows: Vec<(&ClaimedDelivery, AttemptOutcome)> = finishes
+        .iter()
+        .filter_map(|w| match w {
+            Write::Finish {
+                claimed, outcome, ..
+            } => Some((&**claimed, (**outcome).clone())),
+            Write::Ingest { .. } => None,
+        })
+        .collect();
+    sqlx::query("SAVEPOINT bulk").execute(&mut *tx).await?;
+    match finish_many_in(&mut *tx, rows).await {
+        Ok(records) => {
+            sqlx::query("RELEASE bulk").execute(&mut *tx).await?;
+            Ok(records)
         }
         Err(e) => {
             let _ = sqlx::query("ROLLBACK TO bulk").execute(&mut *tx).await;

@@ -103,7 +103,8 @@ pub const RELEASE_ALL_LEASES: &str = "UPDATE deliveries \
 macro_rules! open_targets {
     () => {
         "WITH in_flight AS ( \
-            SELECT target_id, COUNT(*) AS n FROM deliveries WHERE state = 'in_flight' GROUP BY target_id), \
+            SELECT target_id, COUNT(*) AS n FROM deliveries INDEXED BY deliveries_in_flight \
+            WHERE state = 'in_flight' GROUP BY target_id), \
         open_targets AS ( \
             SELECT t.id, (CASE WHEN t.breaker_until IS NULL THEN t.max_in_flight ELSE 1 END) \
                 - COALESCE(f.n, 0) AS room \
@@ -115,15 +116,20 @@ macro_rules! open_targets {
 
 /// Claims due deliveries: lease token, lease expiry and attempt in one write.
 /// The lease lasts the target's timeout plus a margin. Each target gets at
-/// most its free in-flight slots, so a slow target can't take every slot.
+/// most its free in-flight slots, so a slow target can't take every slot;
+/// only the oldest due deliveries (four times the batch) are ranked, so a
+/// long backlog doesn't make every claim slower.
 pub const CLAIM_DUE: &str = concat!(
     open_targets!(),
-    ", ranked AS ( \
-        SELECT d.id, d.next_run_at, o.room, \
-            ROW_NUMBER() OVER (PARTITION BY d.target_id ORDER BY d.next_run_at, d.id) AS rank \
-        FROM open_targets o \
-        JOIN deliveries d ON d.target_id = o.id AND d.state = 'pending' AND d.next_run_at <= ?2 \
-        WHERE o.room > 0) \
+    ", due AS ( \
+        SELECT d.id, d.target_id, d.next_run_at, o.room FROM deliveries d \
+        JOIN open_targets o ON o.id = d.target_id AND o.room > 0 \
+        WHERE d.state = 'pending' AND d.next_run_at <= ?2 \
+        ORDER BY d.next_run_at LIMIT 4 * ?3), \
+    ranked AS ( \
+        SELECT id, next_run_at, room, \
+            ROW_NUMBER() OVER (PARTITION BY target_id ORDER BY next_run_at, id) AS rank \
+        FROM due) \
     UPDATE deliveries \
     SET state = 'in_flight', attempt = attempt + 1, lease_token = ?1, updated_at = ?2, \
         lease_expires_at = ?2 + 30000000 + 1000 * COALESCE( \
@@ -138,9 +144,9 @@ pub const CLAIM_DUE: &str = concat!(
 pub const NEXT_DUE_AT: &str = concat!(
     open_targets!(),
     "SELECT MIN(due) FROM ( \
-        SELECT MIN(d.next_run_at) AS due FROM open_targets o \
-        JOIN deliveries d ON d.target_id = o.id AND d.state = 'pending' \
-        WHERE o.room > 0 \
+        SELECT (SELECT MIN(d.next_run_at) FROM deliveries d \
+                WHERE d.target_id = o.id AND d.state = 'pending') AS due \
+        FROM open_targets o WHERE o.room > 0 \
         UNION ALL \
         SELECT MIN(t.breaker_until) FROM targets t \
         WHERE t.disabled_reason IS NULL AND t.breaker_until > ?2 \
@@ -163,6 +169,19 @@ pub const FINISH_DELIVERY: &str = "UPDATE deliveries \
     SET state = ?, next_run_at = COALESCE(?, next_run_at), lease_token = NULL, \
         lease_expires_at = NULL, updated_at = ? \
     WHERE id = ? AND lease_token = ? AND state = 'in_flight'";
+/// Many outcomes at once, each fenced on its lease: `VALUES (id, state,
+/// next_run_at, now, lease_token), ...` follows, then the tail.
+pub const FINISH_MANY_HEAD: &str = "UPDATE deliveries SET state = v.column2, \
+    next_run_at = COALESCE(v.column3, deliveries.next_run_at), lease_token = NULL, \
+    lease_expires_at = NULL, updated_at = v.column4 FROM (";
+pub const FINISH_MANY_TAIL: &str = ") AS v WHERE deliveries.id = v.column1 \
+    AND deliveries.lease_token = v.column5 AND deliveries.state = 'in_flight' \
+    RETURNING deliveries.id";
+/// Many attempt rows: `VALUES (...), ...` follows.
+pub const INSERT_ATTEMPTS_HEAD: &str = "INSERT INTO attempts \
+    (id, delivery_id, request_id, source_id, target_id, url, attempt, state, status_code, \
+     response_headers, response_body, body_truncated, error_kind, error_message, elapsed_us, \
+     created_at, next_run_at) ";
 pub const INSERT_ATTEMPT: &str = "INSERT INTO attempts \
     (id, delivery_id, request_id, source_id, target_id, url, attempt, state, status_code, \
      response_headers, response_body, body_truncated, error_kind, error_message, elapsed_us, \
