@@ -30,6 +30,7 @@ pub struct Store {
     reader: SqlitePool,
     group: group::GroupWriter,
     routing: routing::RoutingCache,
+    checkpointer: SqlitePool,
 }
 
 impl Store {
@@ -45,24 +46,33 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
+        // The writer never checkpoints: a checkpoint inside a commit would
+        // stall every acknowledgement waiting on it. A background task does it.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             .acquire_timeout(BUSY_TIMEOUT)
-            .connect_with(options.clone())
+            .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(BUSY_TIMEOUT)
-            .connect_with(options.read_only(true))
+            .connect_with(options.clone().read_only(true))
             .await?;
+        let checkpointer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(BUSY_TIMEOUT)
+            .connect_with(options.clone())
+            .await?;
+        tokio::spawn(checkpoint_wal(checkpointer.clone()));
         let group = group::GroupWriter::start(writer.clone());
         Ok(Store {
             writer,
             reader,
             group,
             routing: routing::RoutingCache::default(),
+            checkpointer,
         })
     }
 
@@ -83,7 +93,38 @@ impl Store {
 
     /// Closes both pools, waiting for running statements.
     pub async fn close(&self) {
+        self.checkpointer.close().await;
+        // Fold the WAL into the database file on a clean stop.
+        let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.writer)
+            .await;
         self.writer.close().await;
         self.reader.close().await;
+    }
+}
+
+/// How often the WAL is copied back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// Copies committed WAL frames into the database file in the background
+/// (PASSIVE: never waits for, nor blocks, the writer), so the WAL stays small
+/// without a commit ever paying for a checkpoint. Ends when the pool closes.
+async fn checkpoint_wal(pool: SqlitePool) {
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::debug!(error = %e, "WAL checkpoint skipped");
+        }
     }
 }
