@@ -108,6 +108,25 @@ async fn targets_receive_only_from_their_sources() {
         bodies,
         vec![&br#"{"from": "github"}"#[..], &br#"{"from": "stripe"}"#[..]]
     );
+
+    // Removing its only source leaves the target with nothing, not everything.
+    gateway
+        .cli(&["source", "rm", &github.to_string()])
+        .await
+        .ok();
+    assert_eq!(
+        post(&gateway, &stripe_url, r#"{"after": "rm"}"#)
+            .await
+            .status(),
+        200
+    );
+    everything.wait_for(3, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        only_github.received().len(),
+        1,
+        "a removed source's target does not start receiving from all"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -302,7 +302,10 @@ impl pb::targets_server::Targets for TargetsService {
         if let Some(n) = req.break_after {
             settings.break_after = n;
         }
-        self.0.store.update_target(&target).await?;
+        self.0
+            .store
+            .update_target(&target, req.set_source_ids)
+            .await?;
         tracing::info!(target_id = id, retry = %target.settings.retry.describe(), "target updated");
         self.0.wake_worker.notify_one();
         Ok(Response::new(self.shown(&target).await?))

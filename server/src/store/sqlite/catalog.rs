@@ -68,23 +68,19 @@ impl Store {
         row.map(Source::try_from).transpose()
     }
 
-    /// Removes a source and its routes; returns whether it existed. Its stored
-    /// requests stay in the log.
+    /// Removes a source; returns whether it existed. Its stored requests
+    /// stay in the log, and targets keep their routes to it, so a target
+    /// that received only from this source receives nothing now (rather
+    /// than from every source).
     ///
     /// # Errors
     /// The store is unavailable.
     pub async fn delete_source(&self, id: i64) -> Result<bool, StoreError> {
-        let mut tx = self.writer.begin().await?;
-        sqlx::query(q::DELETE_SOURCE_ROUTES)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
         let deleted = sqlx::query(q::DELETE_SOURCE)
             .bind(id)
-            .execute(&mut *tx)
+            .execute(&self.writer)
             .await?
             .rows_affected();
-        tx.commit().await?;
         self.routing.invalidate();
         Ok(deleted > 0)
     }
@@ -138,12 +134,16 @@ impl Store {
 
     /// Writes a target's name, URL, routes and delivery settings. Deliveries
     /// not yet finished use the new settings from their next attempt on.
+    /// With `new_routes`, every routed source must exist (routes kept from
+    /// before may name sources removed since).
     ///
     /// # Errors
     /// `NotFound` for an unknown target or routed source; the store is unavailable.
-    pub async fn update_target(&self, target: &Target) -> Result<(), StoreError> {
+    pub async fn update_target(&self, target: &Target, new_routes: bool) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
-        check_sources_exist(&mut tx, &target.source_ids).await?;
+        if new_routes {
+            check_sources_exist(&mut tx, &target.source_ids).await?;
+        }
         let (kind, interval, attempts, factor, max_interval, schedule) =
             encode_retry(&target.settings.retry);
         let settings = &target.settings;

@@ -8,7 +8,6 @@ pub const INSERT_SOURCE: &str = "INSERT INTO sources \
 pub const SELECT_SOURCES: &str = "SELECT * FROM sources ORDER BY id";
 pub const SELECT_SOURCE: &str = "SELECT * FROM sources WHERE id = ?";
 pub const DELETE_SOURCE: &str = "DELETE FROM sources WHERE id = ?";
-pub const DELETE_SOURCE_ROUTES: &str = "DELETE FROM target_sources WHERE source_id = ?";
 
 pub const INSERT_TARGET: &str = "INSERT INTO targets \
     (name, url, signing_secret, retry_kind, retry_interval_ms, max_attempts, retry_factor, \
