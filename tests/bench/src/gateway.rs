@@ -53,6 +53,7 @@ pub struct Gateway {
     _dir: tempfile::TempDir,
     child: Child,
     pub http_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
     channel: Channel,
     bearer: Bearer,
 }
@@ -60,7 +61,29 @@ pub struct Gateway {
 impl Gateway {
     /// Starts a gateway with `env` added to its environment.
     pub async fn start(env: &[(&str, &str)]) -> anyhow::Result<Gateway> {
-        let dir = tempfile::tempdir()?;
+        Self::start_in(tempfile::tempdir()?, env).await
+    }
+
+    /// Stops the server cleanly (SIGTERM, as a service manager would) and
+    /// hands back its directory, store included.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(pid) = self.child.id() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
+        }
+        if tokio::time::timeout(Duration::from_secs(40), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+        self._dir
+    }
+
+    /// Starts a gateway on the store in `dir`.
+    pub async fn start_in(dir: tempfile::TempDir, env: &[(&str, &str)]) -> anyhow::Result<Gateway> {
         let mut command = Command::new(server_binary()?);
         command
             .current_dir(dir.path())
@@ -110,6 +133,7 @@ impl Gateway {
             _dir: dir,
             child,
             http_addr,
+            admin_addr,
             channel,
             bearer,
         })

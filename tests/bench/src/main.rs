@@ -10,6 +10,7 @@ mod gateway;
 mod ingest;
 mod load;
 mod sink;
+mod startup;
 mod stats;
 
 use std::process::ExitCode;
@@ -56,6 +57,15 @@ enum Scenario {
         /// Runs; figures are medians.
         #[arg(long, default_value_t = 3)]
         runs: usize,
+    },
+    /// Start-up time on an existing store, until both listeners accept.
+    Startup {
+        /// Starts to time.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// Seconds of ingest that fill the store first.
+        #[arg(long, default_value_t = 10)]
+        fill_seconds: u64,
     },
     /// The ceiling server (started by `ingest` as its own process).
     #[command(hide = true)]
@@ -113,6 +123,13 @@ fn main() -> ExitCode {
                     }
                 };
                 ingest::run(plan).await
+            }
+            Scenario::Startup { runs, fill_seconds } => {
+                if cli.smoke {
+                    startup::run(3, 1).await
+                } else {
+                    startup::run(runs, fill_seconds).await
+                }
             }
             Scenario::CeilingServer => ceiling::serve().await,
         }
