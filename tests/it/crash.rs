@@ -1,0 +1,121 @@
+//! Durability under SIGKILL: every webhook that got a 2xx is in the log after
+//! a restart and reaches the target at least once.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::util::hooks::WAIT;
+use crate::util::{Gateway, TestTarget, eventually};
+
+/// Rounds of load-then-SIGKILL; `CRASH_ROUNDS` raises it for a longer local run.
+fn rounds() -> usize {
+    std::env::var("CRASH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_acknowledged_webhook_is_lost_to_sigkill() {
+    let mut gateway = Gateway::start().await;
+    let app = TestTarget::start(200).await;
+    let (_, url) = gateway.add_source("Github", &[]).await;
+    gateway
+        .add_target(
+            "App",
+            &app.url(),
+            &["--no-ssl", "--no-auth", "--retry-interval=200ms"],
+        )
+        .await;
+    let parsed = reqwest::Url::parse(&url).unwrap();
+    let target = gateway.http_url(parsed.path());
+    let acked = Arc::new(Mutex::new(HashSet::new()));
+    let mut next_id = 0u64;
+
+    for round in 0..rounds() {
+        // Load from 8 senders until the server dies under them.
+        let stop = tokio_util::sync::CancellationToken::new();
+        let mut senders = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let (client, target, acked, stop) = (
+                crate::util::http(),
+                target.clone(),
+                acked.clone(),
+                stop.clone(),
+            );
+            let (user, pass) = (
+                parsed.username().to_owned(),
+                parsed.password().unwrap().to_owned(),
+            );
+            let first = next_id;
+            next_id += 1_000_000;
+            senders.spawn(async move {
+                let mut id = first;
+                while !stop.is_cancelled() {
+                    id += 1;
+                    let sent = client
+                        .post(&target)
+                        .basic_auth(&user, Some(&pass))
+                        .body(format!(r#"{{"id": {id}}}"#))
+                        .timeout(Duration::from_secs(2))
+                        .send()
+                        .await;
+                    if let Ok(response) = sent {
+                        if response.status().is_success() {
+                            acked.lock().unwrap().insert(id);
+                        }
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            });
+        }
+        let at = Duration::from_millis(rand::random_range(150..600));
+        tokio::time::sleep(at).await;
+        gateway.kill().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stop.cancel();
+        while senders.join_next().await.is_some() {}
+        gateway.restart().await;
+        eprintln!(
+            "round {round}: killed after {at:?}; {} acknowledged so far",
+            acked.lock().unwrap().len()
+        );
+    }
+
+    let acked: HashSet<u64> = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() > 100,
+        "the load ran ({} acknowledged)",
+        acked.len()
+    );
+    let logged: HashSet<u64> = gateway
+        .log("source.request", 10_000)
+        .await
+        .iter()
+        .filter_map(|r| r["payload"]["id"].as_u64())
+        .collect();
+    let lost: Vec<_> = acked.difference(&logged).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged webhooks missing from the log: {lost:?}",
+        lost.len()
+    );
+
+    let delivered = eventually(
+        "every acknowledged webhook to reach the target",
+        WAIT * 2,
+        || async {
+            let received: HashSet<u64> = app
+                .received()
+                .iter()
+                .filter_map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
+                .filter_map(|v| v["id"].as_u64())
+                .collect();
+            acked.is_subset(&received).then_some(received)
+        },
+    )
+    .await;
+    assert!(acked.is_subset(&delivered));
+}
