@@ -85,6 +85,15 @@ pub struct Config {
     #[arg(long, env = "FOLLOW_BUFFER", default_value_t = 4096)]
     pub follow_buffer: usize,
 
+    /// Remove requests, deliveries and attempts older than this (e.g. 30d),
+    /// once nothing about them is unfinished. Unset: keep everything.
+    #[arg(long, env = "RETENTION", value_parser = humantime::parse_duration)]
+    pub retention: Option<Duration>,
+
+    /// How often retention looks for old records.
+    #[arg(long, env = "RETENTION_SWEEP_EVERY", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub retention_sweep_every: Duration,
+
     /// How long in-flight deliveries may finish after SIGTERM/SIGINT.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
@@ -155,6 +164,12 @@ impl Config {
             return Err(ConfigError::Zero("MAX_BODY_SIZE"));
         }
         self.default_retry_policy()?;
+        if self.retention.is_some_and(|r| r.is_zero()) {
+            return Err(ConfigError::Zero("RETENTION"));
+        }
+        if self.retention_sweep_every.is_zero() {
+            return Err(ConfigError::Zero("RETENTION_SWEEP_EVERY"));
+        }
         if self.breaker_cooldown.is_zero() {
             return Err(ConfigError::Zero("BREAKER_COOLDOWN"));
         }

@@ -12,6 +12,7 @@ pub mod delivery;
 pub mod health;
 pub mod ingest;
 pub mod logbus;
+pub mod retention;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -107,6 +108,14 @@ pub async fn run(
         breaker_cooldown: config.breaker_cooldown,
     };
     let worker_task = tokio::spawn(worker.run(worker_stop, config.shutdown_grace));
+    let retention_task = config.retention.map(|keep| {
+        tokio::spawn(retention::run(
+            store.clone(),
+            keep,
+            config.retention_sweep_every,
+            shutdown.child_token(),
+        ))
+    });
 
     let ingest_state = ingest::IngestState {
         store: store.clone(),
@@ -157,6 +166,9 @@ pub async fn run(
         let _ = admin_task.await;
     }
     let _ = worker_task.await;
+    if let Some(task) = retention_task {
+        let _ = task.await;
+    }
     store.close().await;
     tracing::info!("stopped");
     match failure {

@@ -12,6 +12,7 @@ mod ingest;
 mod logs;
 mod policies;
 mod recovery;
+mod retention;
 mod startup;
 mod util;
 mod walkthrough;

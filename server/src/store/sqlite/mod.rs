@@ -7,6 +7,7 @@ mod deliveries;
 mod group;
 mod queries;
 mod requests;
+mod retention;
 mod routing;
 mod rows;
 

@@ -198,3 +198,17 @@ pub const SELECT_ATTEMPTS_OF_DELIVERY: &str = "SELECT a.*, t.name AS target_name
 /// Requests whose delivery to a target ended failed since a time.
 pub const SELECT_FAILED_REQUESTS: &str = "SELECT request_id FROM deliveries \
     WHERE target_id = ? AND state = 'failed' AND updated_at >= ? ORDER BY updated_at, id";
+
+/// Retention, one batch each: ?1 is the first record id to keep (ids sort
+/// by time), ?2 the batch size.
+pub const SWEEP_ATTEMPTS: &str = "DELETE FROM attempts WHERE id IN ( \
+    SELECT a.id FROM attempts a WHERE a.id < ?1 AND NOT EXISTS ( \
+        SELECT 1 FROM deliveries d WHERE d.id = a.delivery_id AND d.state IN ('pending', 'in_flight')) \
+    ORDER BY a.id LIMIT ?2)";
+pub const SWEEP_DELIVERIES: &str = "DELETE FROM deliveries WHERE id IN ( \
+    SELECT id FROM deliveries WHERE id < ?1 AND state IN ('delivered', 'failed', 'cancelled') \
+    ORDER BY id LIMIT ?2)";
+pub const SWEEP_REQUESTS: &str = "DELETE FROM requests WHERE id IN ( \
+    SELECT r.id FROM requests r WHERE r.id < ?1 AND NOT EXISTS ( \
+        SELECT 1 FROM deliveries d WHERE d.request_id = r.id) \
+    ORDER BY r.id LIMIT ?2)";
