@@ -4,13 +4,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::hooks::{WAIT, last_request_id, post, settled};
+use crate::util::hooks::{WAIT, last_request_id, post, settled, target_json};
 use crate::util::{Gateway, TestTarget, eventually};
-
-async fn target_json(gateway: &Gateway, id: i64) -> Value {
-    let out = gateway.cli(&["target", "show", &id.to_string()]).await.ok();
-    serde_json::from_str(&out.stdout).unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_target_gets_at_most_max_in_flight_and_others_go_on() {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::util::hooks::{WAIT, attempts_of, last_request_id, post, settled};
+use crate::util::hooks::{WAIT, attempts_of, last_request_id, post, settled, target_json};
 use crate::util::{Gateway, TestTarget, eventually};
 
 /// `next_run_at - created_at` of each attempt that has a next run, in ms.
@@ -26,11 +26,6 @@ fn states(attempts: &[Value]) -> Vec<&str> {
         .iter()
         .map(|a| a["state"].as_str().unwrap())
         .collect()
-}
-
-async fn target_json(gateway: &Gateway, id: i64) -> Value {
-    let out = gateway.cli(&["target", "show", &id.to_string()]).await.ok();
-    serde_json::from_str(&out.stdout).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,3 +53,9 @@ pub async fn last_request_id(gateway: &Gateway) -> String {
         .unwrap()
         .to_owned()
 }
+
+/// `target show ID`, parsed.
+pub async fn target_json(gateway: &Gateway, id: i64) -> Value {
+    let out = gateway.cli(&["target", "show", &id.to_string()]).await.ok();
+    serde_json::from_str(&out.stdout).unwrap()
+}

@@ -395,30 +395,7 @@ pub(super) async fn finish_many_in(
         })
         .collect();
     let written: Vec<&AttemptRecord> = records.iter().flatten().collect();
-    for chunk in written.chunks(1000) {
-        let mut insert = QueryBuilder::<Sqlite>::new(q::INSERT_ATTEMPTS_HEAD);
-        insert.push_values(chunk, |mut row, record| {
-            let (status, headers, body, truncated, kind, message) = attempt_columns(record);
-            row.push_bind(record.id.clone())
-                .push_bind(record.delivery_id.clone())
-                .push_bind(record.request_id.clone())
-                .push_bind(record.source_id)
-                .push_bind(record.target_id)
-                .push_bind(record.url.clone())
-                .push_bind(i64::from(record.attempt))
-                .push_bind(record.state.as_str())
-                .push_bind(status)
-                .push_bind(headers)
-                .push_bind(body)
-                .push_bind(truncated)
-                .push_bind(kind)
-                .push_bind(message)
-                .push_bind(i64::try_from(record.elapsed.as_micros()).unwrap_or(i64::MAX))
-                .push_bind(record.created_at)
-                .push_bind(record.next_run_at);
-        });
-        insert.build().execute(&mut *tx).await?;
-    }
+    insert_attempts(&mut *tx, &written).await?;
     Ok(records)
 }
 
@@ -458,44 +435,39 @@ async fn insert_attempt(
     conn: &mut sqlx::SqliteConnection,
     record: &AttemptRecord,
 ) -> Result<(), StoreError> {
-    let (status, headers, body, truncated, error_kind, error_message) = match &record.outcome {
-        Ok(r) => (
-            Some(i64::from(r.status_code)),
-            Some(encode_headers(&r.headers)),
-            Some(r.body.as_ref()),
-            r.body_truncated,
-            None,
-            None,
-        ),
-        Err(e) => (
-            None,
-            None,
-            None,
-            false,
-            Some(e.kind.as_str()),
-            Some(e.message.as_str()),
-        ),
-    };
-    sqlx::query(q::INSERT_ATTEMPT)
-        .bind(&record.id)
-        .bind(&record.delivery_id)
-        .bind(&record.request_id)
-        .bind(record.source_id)
-        .bind(record.target_id)
-        .bind(&record.url)
-        .bind(i64::from(record.attempt))
-        .bind(record.state.as_str())
-        .bind(status)
-        .bind(headers)
-        .bind(body)
-        .bind(truncated)
-        .bind(error_kind)
-        .bind(error_message)
-        .bind(i64::try_from(record.elapsed.as_micros()).unwrap_or(i64::MAX))
-        .bind(record.created_at)
-        .bind(record.next_run_at)
-        .execute(conn)
-        .await?;
+    insert_attempts(conn, &[record]).await
+}
+
+/// Attempt rows, many to a statement.
+async fn insert_attempts(
+    conn: &mut sqlx::SqliteConnection,
+    records: &[&AttemptRecord],
+) -> Result<(), StoreError> {
+    // Seventeen parameters a row; SQLite takes up to 32766 per statement.
+    for chunk in records.chunks(1000) {
+        let mut insert = QueryBuilder::<Sqlite>::new(q::INSERT_ATTEMPTS_HEAD);
+        insert.push_values(chunk, |mut row, record| {
+            let (status, headers, body, truncated, kind, message) = attempt_columns(record);
+            row.push_bind(record.id.clone())
+                .push_bind(record.delivery_id.clone())
+                .push_bind(record.request_id.clone())
+                .push_bind(record.source_id)
+                .push_bind(record.target_id)
+                .push_bind(record.url.clone())
+                .push_bind(i64::from(record.attempt))
+                .push_bind(record.state.as_str())
+                .push_bind(status)
+                .push_bind(headers)
+                .push_bind(body)
+                .push_bind(truncated)
+                .push_bind(kind)
+                .push_bind(message)
+                .push_bind(i64::try_from(record.elapsed.as_micros()).unwrap_or(i64::MAX))
+                .push_bind(record.created_at)
+                .push_bind(record.next_run_at);
+        });
+        insert.build().execute(&mut *conn).await?;
+    }
     Ok(())
 }
 

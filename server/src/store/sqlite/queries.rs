@@ -181,11 +181,6 @@ pub const INSERT_ATTEMPTS_HEAD: &str = "INSERT INTO attempts \
     (id, delivery_id, request_id, source_id, target_id, url, attempt, state, status_code, \
      response_headers, response_body, body_truncated, error_kind, error_message, elapsed_us, \
      created_at, next_run_at) ";
-pub const INSERT_ATTEMPT: &str = "INSERT INTO attempts \
-    (id, delivery_id, request_id, source_id, target_id, url, attempt, state, status_code, \
-     response_headers, response_body, body_truncated, error_kind, error_message, elapsed_us, \
-     created_at, next_run_at) \
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 pub const SELECT_DELIVERIES: &str = "SELECT d.id, d.request_id, d.target_id, t.name AS target_name, \
     d.state, d.attempt, d.next_run_at, d.created_at, d.updated_at \
