@@ -41,6 +41,11 @@ pub struct Config {
     #[arg(long, env = "MAX_BODY_SIZE", default_value_t = 5 * 1024 * 1024)]
     pub max_body_size: usize,
 
+    /// Longest a sender may take to send a webhook's body; slower ones get
+    /// 408 and nothing is stored.
+    #[arg(long, env = "BODY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub body_timeout: Duration,
+
     /// Deliveries sent at the same time, over all targets.
     #[arg(long, env = "DELIVERY_CONCURRENCY", default_value_t = 64)]
     pub delivery_concurrency: usize,
@@ -169,6 +174,9 @@ impl Config {
         }
         if self.retention_sweep_every.is_zero() {
             return Err(ConfigError::Zero("RETENTION_SWEEP_EVERY"));
+        }
+        if self.body_timeout.is_zero() {
+            return Err(ConfigError::Zero("BODY_TIMEOUT"));
         }
         if self.breaker_cooldown.is_zero() {
             return Err(ConfigError::Zero("BREAKER_COOLDOWN"));

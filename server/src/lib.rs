@@ -122,6 +122,7 @@ pub async fn run(
         bus: bus.clone(),
         wake_worker: wake_worker.clone(),
         max_body_size: config.max_body_size,
+        body_timeout: config.body_timeout,
     };
     let mut ingest_task = tokio::spawn(ingest::serve(listeners.http, ingest_state, ingest_stop));
 

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod admin;
+mod bad_input;
 mod crash;
 mod delivery;
 mod flow;
@@ -14,5 +15,6 @@ mod policies;
 mod recovery;
 mod retention;
 mod startup;
+mod target_faults;
 mod util;
 mod walkthrough;

@@ -68,7 +68,21 @@ pub async fn ingest(
     if declared_len.is_some_and(|len| len > state.max_body_size as u64) {
         return too_large(state.max_body_size);
     }
-    let body = match axum::body::to_bytes(body, state.max_body_size).await {
+    let read = tokio::time::timeout(
+        state.body_timeout,
+        axum::body::to_bytes(body, state.max_body_size),
+    )
+    .await;
+    let Ok(read) = read else {
+        return reply::error(
+            StatusCode::REQUEST_TIMEOUT,
+            &format!(
+                "the request body did not arrive within {}",
+                humantime::format_duration(state.body_timeout)
+            ),
+        );
+    };
+    let body = match read {
         Ok(body) => body,
         Err(e) => {
             let over_limit = std::error::Error::source(&e)

@@ -24,6 +24,8 @@ pub struct IngestState {
     /// Woken after a commit that created deliveries.
     pub wake_worker: Arc<Notify>,
     pub max_body_size: usize,
+    /// Longest a body may take to arrive.
+    pub body_timeout: std::time::Duration,
 }
 
 /// The data-plane routes.
