@@ -119,3 +119,46 @@ async fn no_acknowledged_webhook_is_lost_to_sigkill() {
     .await;
     assert!(acked.is_subset(&delivered));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_delivery_duplicates_at_most_what_was_in_flight() {
+    let mut gateway = Gateway::start().await;
+    let app = TestTarget::start(200).await;
+    app.set_delay(Duration::from_millis(300));
+    let (_, url) = gateway.add_source("Github", &[]).await;
+    gateway
+        .add_target(
+            "Slow",
+            &app.url(),
+            &["--no-ssl", "--no-auth", "--max-in-flight=8"],
+        )
+        .await;
+    for id in 0..40 {
+        crate::util::hooks::post(&gateway, &url, &format!(r#"{{"id": {id}}}"#)).await;
+    }
+    // Kill while deliveries are in flight.
+    app.wait_for(10, WAIT).await;
+    gateway.kill().await;
+    app.set_delay(Duration::ZERO);
+    gateway.restart().await;
+
+    let ids = |received: &[crate::util::target::Received]| -> Vec<u64> {
+        received
+            .iter()
+            .filter_map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
+            .filter_map(|v| v["id"].as_u64())
+            .collect()
+    };
+    let all = eventually("all 40 to be delivered", WAIT, || async {
+        let got = ids(&app.received());
+        let unique: HashSet<u64> = got.iter().copied().collect();
+        (unique.len() == 40).then_some(got)
+    })
+    .await;
+    let duplicates = all.len() - 40;
+    assert!(
+        duplicates <= 8,
+        "{duplicates} duplicates, but at most 8 were in flight"
+    );
+    eprintln!("delivered 40 webhooks with {duplicates} duplicates after SIGKILL");
+}
