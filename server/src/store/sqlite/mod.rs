@@ -10,6 +10,8 @@ mod requests;
 mod retention;
 mod routing;
 mod rows;
+#[cfg(test)]
+mod state_machine_tests;
 
 use std::str::FromStr;
 use std::time::Duration;
