@@ -8,6 +8,7 @@ mod admin;
 mod bad_input;
 mod crash;
 mod delivery;
+mod disk;
 mod flow;
 mod ingest;
 mod logs;

@@ -1,11 +1,11 @@
 //! Group commit: one writer task takes the hot writes (ingests and attempt
 //! outcomes) off a channel, applies every one that is waiting inside one
-//! transaction (each in its own savepoint, so one failing write can't undo
-//! the others), commits once (one fsync), and only then answers each caller.
+//! transaction, commits once (one fsync), and only then answers each caller.
+//! If anything in the batch fails, each write is retried on its own.
 
 use std::time::Duration;
 
-use sqlx::SqlitePool;
+use sqlx::{SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::deliveries::{finish_in, finish_many_in, is_simple};
@@ -30,39 +30,42 @@ enum Write {
         cooldown: Duration,
         reply: oneshot::Sender<Result<Option<AttemptRecord>, StoreError>>,
     },
-}
-
-/// What a write did, to be told to its caller once the batch is committed.
-enum Done {
-    Ingest(
-        oneshot::Sender<Result<u32, StoreError>>,
-        Result<u32, StoreError>,
-    ),
-    Finish(
-        oneshot::Sender<Result<Option<AttemptRecord>, StoreError>>,
-        Result<Option<AttemptRecord>, StoreError>,
-    ),
-}
-
-impl Done {
-    /// Answers the caller; if the commit failed, with that failure instead.
-    fn answer(self, commit: &Result<(), String>) {
-        let failed = |e: &String| StoreError::Unavailable(sqlx::Error::Protocol(e.clone()));
-        match self {
-            Done::Ingest(reply, result) => {
-                let _ = reply.send(commit.as_ref().map_err(failed).and(result));
-            }
-            Done::Finish(reply, result) => {
-                let _ = reply.send(commit.as_ref().map_err(failed).and(result));
-            }
-        }
-    }
+    Probe {
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
 }
 
 /// The handle callers send writes through; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct GroupWriter {
     queue: mpsc::Sender<Write>,
+    last_failure: LastFailure,
+}
+
+/// When a write last failed to commit, and why; cleared by the next commit
+/// that succeeds. A nearly full disk still takes the health probe's small
+/// write while webhooks fail, so health reports this too.
+#[derive(Debug, Clone, Default)]
+struct LastFailure(std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, String)>>>);
+
+impl LastFailure {
+    fn set(&self, error: &StoreError) {
+        if let Ok(mut last) = self.0.lock() {
+            *last = Some((std::time::Instant::now(), error.to_string()));
+        }
+    }
+
+    fn clear(&self) {
+        if let Ok(mut last) = self.0.lock() {
+            *last = None;
+        }
+    }
+
+    fn within(&self, window: Duration) -> Option<String> {
+        let last = self.0.lock().ok()?;
+        let (at, message) = last.as_ref()?;
+        (at.elapsed() < window).then(|| message.clone())
+    }
 }
 
 fn writer_gone() -> StoreError {
@@ -73,8 +76,29 @@ impl GroupWriter {
     /// Starts the writer task on `pool` (the store's single writer connection).
     pub fn start(pool: SqlitePool) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE);
-        tokio::spawn(run(pool, receiver));
-        GroupWriter { queue }
+        let last_failure = LastFailure::default();
+        tokio::spawn(run(pool, receiver, last_failure.clone()));
+        GroupWriter {
+            queue,
+            last_failure,
+        }
+    }
+
+    /// The last write failure, if it happened within `window` and nothing
+    /// has committed since.
+    pub fn recent_failure(&self, window: Duration) -> Option<String> {
+        self.last_failure.within(window)
+    }
+
+    /// A real, durable write (the health probe): a full disk or a locked
+    /// store shows here, where a read or a no-op write would still pass.
+    pub async fn probe(&self) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Write::Probe { reply })
+            .await
+            .map_err(|_| writer_gone())?;
+        answer.await.map_err(|_| writer_gone())?
     }
 
     /// Commits a received request and its deliveries.
@@ -116,174 +140,219 @@ impl GroupWriter {
     }
 }
 
-async fn run(pool: SqlitePool, mut receiver: mpsc::Receiver<Write>) {
+async fn run(pool: SqlitePool, mut receiver: mpsc::Receiver<Write>, last_failure: LastFailure) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        commit_batch(&pool, std::mem::take(&mut batch)).await;
+        let probes_only = batch.iter().all(|w| matches!(w, Write::Probe { .. }));
+        match commit_batch(&pool, std::mem::take(&mut batch)).await {
+            Err(e) => last_failure.set(&e),
+            // A probe's success says little about webhooks' writes.
+            Ok(()) if !probes_only => last_failure.clear(),
+            Ok(()) => {}
+        }
     }
 }
 
-async fn commit_batch(pool: &SqlitePool, batch: Vec<Write>) {
-    let mut tx = match pool.begin().await {
-        Ok(tx) => tx,
+/// What a write did inside a transaction that has not committed yet.
+enum Applied {
+    Ingest(u32),
+    Finish(Option<Box<AttemptRecord>>),
+    Probe,
+}
+
+/// Commits a batch and answers every write. A write is answered Ok only if
+/// the COMMIT that contains it returned Ok.
+///
+/// The batch is first tried as one transaction, all or nothing. If any
+/// statement fails, that transaction is rolled back and every write is
+/// retried in a transaction of its own. (SQLite may roll back the whole
+/// transaction by itself on some errors, disk full among them, so nothing is
+/// ever continued after a failed statement.)
+/// Returns the first failure, if any write failed.
+async fn commit_batch(pool: &SqlitePool, batch: Vec<Write>) -> Result<(), StoreError> {
+    let mut conn = match pool.acquire().await {
+        Ok(conn) => conn,
         Err(e) => {
             let message = e.to_string();
-            tracing::warn!(error = %message, writes = batch.len(), "group commit: cannot begin");
+            tracing::warn!(error = %message, writes = batch.len(), "group commit: no connection");
             for write in batch {
                 fail(write, &message);
             }
-            return;
+            return Err(StoreError::Unavailable(sqlx::Error::Protocol(message)));
         }
     };
-    let mut done = Vec::with_capacity(batch.len());
-    // Ingests first, all in two statements; if that fails, one at a time.
-    let (ingests, others): (Vec<Write>, Vec<Write>) = batch
-        .into_iter()
-        .partition(|w| matches!(w, Write::Ingest { .. }));
-    let (simple, mut one_by_one): (Vec<Write>, Vec<Write>) =
-        others.into_iter().partition(|w| match w {
+    let all = match begin(&mut conn).await {
+        Ok(()) => {
+            let applied = apply_all(&mut conn, &batch).await;
+            end(&mut conn, applied).await
+        }
+        Err(e) => Err(e),
+    };
+    match all {
+        Ok(applied) => {
+            for (write, applied) in batch.into_iter().zip(applied) {
+                answer(write, Ok(applied));
+            }
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, writes = batch.len(), "group commit failed; writing one by one");
+            let mut first_failure = Ok(());
+            for write in batch {
+                let result = match begin(&mut conn).await {
+                    Ok(()) => {
+                        let applied = apply_one(&mut conn, &write).await;
+                        end(&mut conn, applied).await
+                    }
+                    Err(e) => Err(e),
+                };
+                if let (Err(e), Ok(())) = (&result, &first_failure) {
+                    first_failure = Err(StoreError::Unavailable(sqlx::Error::Protocol(
+                        e.to_string(),
+                    )));
+                }
+                answer(write, result);
+            }
+            first_failure
+        }
+    }
+}
+
+/// BEGIN IMMEDIATE (taking the write lock now, not at the first write).
+async fn begin(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
+        // A transaction left open on this connection (it must not be): end it.
+        if !e.to_string().contains("within a transaction") {
+            return Err(e.into());
+        }
+        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// COMMIT if `applied` is Ok (its value is returned only if the commit
+/// succeeds); otherwise, or if the commit fails, ROLLBACK.
+async fn end<T>(
+    conn: &mut SqliteConnection,
+    applied: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let result = match applied {
+        Ok(value) => sqlx::query("COMMIT")
+            .execute(&mut *conn)
+            .await
+            .map(|_| value)
+            .map_err(StoreError::from),
+        Err(e) => Err(e),
+    };
+    if result.is_err() {
+        // May fail if SQLite already rolled back; either way nothing is left.
+        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+    }
+    result
+}
+
+/// Every write of a batch: simple outcomes and ingests in bulk, the rest one
+/// by one. Results in batch order.
+async fn apply_all(
+    conn: &mut SqliteConnection,
+    batch: &[Write],
+) -> Result<Vec<Applied>, StoreError> {
+    let mut results: Vec<Option<Applied>> = (0..batch.len()).map(|_| None).collect();
+    let mut simple = Vec::new();
+    let mut ingests = Vec::new();
+    let mut others = Vec::new();
+    for (i, write) in batch.iter().enumerate() {
+        match write {
+            Write::Ingest {
+                request, targets, ..
+            } => ingests.push((i, (&**request, targets.as_slice()))),
             Write::Finish {
                 claimed, outcome, ..
-            } => is_simple(claimed, outcome),
-            Write::Ingest { .. } => false,
-        });
+            } if is_simple(claimed, outcome) => {
+                simple.push((i, (&**claimed, (**outcome).clone())));
+            }
+            Write::Finish { .. } | Write::Probe { .. } => others.push(i),
+        }
+    }
     if !simple.is_empty() {
-        match bulk_finish(&mut tx, &simple).await {
-            Ok(records) => {
-                for (write, record) in simple.into_iter().zip(records) {
-                    if let Write::Finish { reply, .. } = write {
-                        done.push(Done::Finish(reply, Ok(record)));
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "group commit: bulk finish failed, writing one by one");
-                one_by_one.extend(simple);
-            }
+        let (indexes, rows): (Vec<usize>, Vec<_>) = simple.into_iter().unzip();
+        for (i, record) in indexes.into_iter().zip(finish_many_in(conn, rows).await?) {
+            results[i] = Some(Applied::Finish(record.map(Box::new)));
         }
     }
     if !ingests.is_empty() {
-        match bulk_ingest(&mut tx, &ingests).await {
-            Ok(created) => {
-                for (write, created) in ingests.into_iter().zip(created) {
-                    if let Write::Ingest { reply, .. } = write {
-                        done.push(Done::Ingest(reply, Ok(created)));
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "group commit: bulk insert failed, writing one by one");
-                one_by_one.splice(0..0, ingests);
-            }
+        let (indexes, rows): (Vec<usize>, Vec<_>) = ingests.into_iter().unzip();
+        for (i, created) in indexes.into_iter().zip(ingest_many_in(conn, &rows).await?) {
+            results[i] = Some(Applied::Ingest(created));
         }
     }
-    for write in one_by_one {
-        let savepoint = sqlx::query("SAVEPOINT write").execute(&mut *tx).await;
-        if let Err(e) = savepoint {
-            fail(write, &e.to_string());
-            continue;
+    for i in others {
+        if let Some(write) = batch.get(i) {
+            results[i] = Some(apply_one(conn, write).await?);
         }
-        let (outcome, ok) = match write {
-            Write::Ingest {
-                request,
-                targets,
-                reply,
-            } => {
-                let result = ingest_in(&mut tx, &request, &targets).await;
-                let ok = result.is_ok();
-                (Done::Ingest(reply, result), ok)
-            }
-            Write::Finish {
-                claimed,
-                outcome,
-                cooldown,
-                reply,
-            } => {
-                let result = finish_in(&mut tx, &claimed, *outcome, cooldown).await;
-                let ok = result.is_ok();
-                (Done::Finish(reply, result), ok)
-            }
-        };
-        if !ok {
-            let _ = sqlx::query("ROLLBACK TO write").execute(&mut *tx).await;
+    }
+    results
+        .into_iter()
+        .map(|r| {
+            r.ok_or_else(|| StoreError::Corrupt("group commit: a write was not applied".into()))
+        })
+        .collect()
+}
+
+/// One write, inside the caller's transaction.
+async fn apply_one(conn: &mut SqliteConnection, write: &Write) -> Result<Applied, StoreError> {
+    match write {
+        Write::Ingest {
+            request, targets, ..
+        } => ingest_in(conn, request, targets).await.map(Applied::Ingest),
+        Write::Finish {
+            claimed,
+            outcome,
+            cooldown,
+            ..
+        } => finish_in(conn, claimed, (**outcome).clone(), *cooldown)
+            .await
+            .map(|record| Applied::Finish(record.map(Box::new))),
+        Write::Probe { .. } => {
+            sqlx::query(super::queries::HEALTH_PROBE)
+                .bind(crate::store::model::now_micros())
+                .execute(&mut *conn)
+                .await?;
+            Ok(Applied::Probe)
         }
-        let _ = sqlx::query("RELEASE write").execute(&mut *tx).await;
-        done.push(outcome);
     }
-    let commit = tx.commit().await.map_err(|e| e.to_string());
-    if let Err(e) = &commit {
-        tracing::warn!(error = %e, writes = done.len(), "group commit failed; nothing of it was stored");
+}
+
+/// Sends a write's result to its caller.
+fn answer(write: Write, result: Result<Applied, StoreError>) {
+    match write {
+        Write::Ingest { reply, .. } => {
+            let _ = reply.send(result.and_then(|applied| match applied {
+                Applied::Ingest(created) => Ok(created),
+                _ => Err(mixed_up()),
+            }));
+        }
+        Write::Finish { reply, .. } => {
+            let _ = reply.send(result.and_then(|applied| match applied {
+                Applied::Finish(record) => Ok(record.map(|r| *r)),
+                _ => Err(mixed_up()),
+            }));
+        }
+        Write::Probe { reply } => {
+            let _ = reply.send(result.and_then(|applied| match applied {
+                Applied::Probe => Ok(()),
+                _ => Err(mixed_up()),
+            }));
+        }
     }
-    for outcome in done {
-        outcome.answer(&commit);
-    }
+}
+
+fn mixed_up() -> StoreError {
+    StoreError::Corrupt("group commit: an answer of the wrong kind".into())
 }
 
 fn fail(write: Write, message: &str) {
-    let error = || StoreError::Unavailable(sqlx::Error::Protocol(message.to_owned()));
-    match write {
-        Write::Ingest { reply, .. } => {
-            let _ = reply.send(Err(error()));
-        }
-        Write::Finish { reply, .. } => {
-            let _ = reply.send(Err(error()));
-        }
-    }
-}
-
-/// Inserts every ingest of the batch inside a savepoint, all or nothing.
-async fn bulk_ingest(
-    tx: &mut sqlx::SqliteConnection,
-    ingests: &[Write],
-) -> Result<Vec<u32>, StoreError> {
-    let rows: Vec<(&StoredRequest, &[i64])> = ingests
-        .iter()
-        .filter_map(|w| match w {
-            Write::Ingest {
-                request, targets, ..
-            } => Some((&**request, targets.as_slice())),
-            Write::Finish { .. } => None,
-        })
-        .collect();
-    sqlx::query("SAVEPOINT bulk").execute(&mut *tx).await?;
-    match ingest_many_in(&mut *tx, &rows).await {
-        Ok(created) => {
-            sqlx::query("RELEASE bulk").execute(&mut *tx).await?;
-            Ok(created)
-        }
-        Err(e) => {
-            let _ = sqlx::query("ROLLBACK TO bulk").execute(&mut *tx).await;
-            let _ = sqlx::query("RELEASE bulk").execute(&mut *tx).await;
-            Err(e)
-        }
-    }
-}
-
-/// Records every simple attempt outcome of the batch inside a savepoint, all
-/// or nothing.
-async fn bulk_finish(
-    tx: &mut sqlx::SqliteConnection,
-    finishes: &[Write],
-) -> Result<Vec<Option<AttemptRecord>>, StoreError> {
-    let rows: Vec<(&ClaimedDelivery, AttemptOutcome)> = finishes
-        .iter()
-        .filter_map(|w| match w {
-            Write::Finish {
-                claimed, outcome, ..
-            } => Some((&**claimed, (**outcome).clone())),
-            Write::Ingest { .. } => None,
-        })
-        .collect();
-    sqlx::query("SAVEPOINT bulk").execute(&mut *tx).await?;
-    match finish_many_in(&mut *tx, rows).await {
-        Ok(records) => {
-            sqlx::query("RELEASE bulk").execute(&mut *tx).await?;
-            Ok(records)
-        }
-        Err(e) => {
-            let _ = sqlx::query("ROLLBACK TO bulk").execute(&mut *tx).await;
-            let _ = sqlx::query("RELEASE bulk").execute(&mut *tx).await;
-            Err(e)
-        }
-    }
+    let error = StoreError::Unavailable(sqlx::Error::Protocol(message.to_owned()));
+    answer(write, Err(error));
 }

@@ -85,12 +85,16 @@ impl Store {
     /// The store is unreachable, locked or read-only.
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query(queries::PING).execute(&self.reader).await?;
-        // A no-op write: finds a locked database or a read-only file.
-        let mut tx = self.writer.begin().await?;
-        sqlx::query("UPDATE sources SET id = id WHERE 0")
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+        // A real write through the writer: a lock taken by another process
+        // or a full disk shows here, where a read would still pass...
+        self.group.probe().await?;
+        // ...except a nearly full disk, which still takes this small write
+        // while webhooks fail: their own recent failure is the evidence.
+        if let Some(failure) = self.group.recent_failure(RECENT_FAILURE) {
+            return Err(StoreError::Unavailable(sqlx::Error::Protocol(format!(
+                "the last write failed: {failure}"
+            ))));
+        }
         Ok(())
     }
 
@@ -105,6 +109,10 @@ impl Store {
         self.reader.close().await;
     }
 }
+
+/// How long a failed write marks the store unhealthy, unless a write
+/// succeeds since.
+const RECENT_FAILURE: Duration = Duration::from_secs(10);
 
 /// How often the WAL is copied back into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);

@@ -1,6 +1,9 @@
 //! Every SQL statement of the SQLite backend, next to its migrations.
 
 pub const PING: &str = "SELECT 1";
+/// The health check's durable write.
+pub const HEALTH_PROBE: &str = "INSERT INTO health_probe (id, checked_at) VALUES (1, ?) \
+    ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at";
 
 pub const INSERT_SOURCE: &str = "INSERT INTO sources \
     (name, username, password, auth_provider, auth_secret, status_code, content_type, content, created_at) \
