@@ -95,6 +95,16 @@ pub async fn run(load: Load) -> anyhow::Result<bool> {
         "fairness: {} req/s for {}s to a healthy target, backlog {} for a black hole",
         load.rate, load.seconds, load.backlog
     );
+    // Warm up (connections, caches, the first WAL growth), then measure.
+    let warm_up = Load { seconds: 2, ..load };
+    drive(&client, &healthy_url, &healthy_user, &healthy_pass, warm_up).await?;
+    wait_for(
+        &sink,
+        (warm_up.rate * warm_up.seconds) as usize,
+        Duration::from_secs(30),
+    )
+    .await;
+    sink.take();
     let acked = drive(&client, &healthy_url, &healthy_user, &healthy_pass, load).await?;
     wait_for(&sink, expected, Duration::from_secs(30)).await;
     let baseline = summarize(sink.take());
@@ -112,7 +122,9 @@ pub async fn run(load: Load) -> anyhow::Result<bool> {
         }
     }
     while tasks.join_next().await.is_some() {}
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Let the burst of queuing settle (its checkpoint): measure the steady
+    // state with the backlog in place.
+    tokio::time::sleep(Duration::from_secs(2)).await;
 
     let acked_loaded = drive(&client, &healthy_url, &healthy_user, &healthy_pass, load).await?;
     wait_for(&sink, expected, Duration::from_secs(30)).await;
@@ -132,8 +144,8 @@ pub async fn run(load: Load) -> anyhow::Result<bool> {
     let ratio = loaded.p99 / baseline.p99.max(0.001);
     let ok = ratio <= 1.5 && loaded.delivered == expected;
     println!(
-        "healthy p99 with the black hole / without: {ratio:.2}x (target <= 1.5x): {}",
-        if ok { "PASS" } else { "FAIL" }
+        "healthy p99 with the black hole / without: {ratio:.2}x (goal <= 1.5x: {})",
+        if ok { "met" } else { "not met" }
     );
     Ok(ok)
 }

@@ -135,7 +135,7 @@ fn main() -> ExitCode {
         }
     });
     match result {
-        // Figures are reported, not enforced: a miss is printed as FAIL.
+        // Figures are reported, not enforced: a missed goal is printed, not failed.
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("webhook-bench: {e:#}");

@@ -118,16 +118,19 @@ macro_rules! open_targets {
 
 /// Claims due deliveries: lease token, lease expiry and attempt in one write.
 /// The lease lasts the target's timeout plus a margin. Each target gets at
-/// most its free in-flight slots, so a slow target can't take every slot;
-/// only the oldest due deliveries (four times the batch) are ranked, so a
-/// long backlog doesn't make every claim slower.
+/// most its free in-flight slots, so a slow target can't take every slot.
+/// Each open target's due deliveries are read through its own index, at most
+/// a batch of them, so neither a full target's queue nor a long backlog
+/// makes every claim slower.
 pub const CLAIM_DUE: &str = concat!(
     open_targets!(),
     ", due AS ( \
-        SELECT d.id, d.target_id, d.next_run_at, o.room FROM deliveries d \
-        JOIN open_targets o ON o.id = d.target_id AND o.room > 0 \
-        WHERE d.state = 'pending' AND d.next_run_at <= ?2 \
-        ORDER BY d.next_run_at LIMIT 4 * ?3), \
+        SELECT d.id, d.target_id, d.next_run_at, o.room FROM open_targets o \
+        JOIN deliveries d ON d.id IN ( \
+            SELECT x.id FROM deliveries x INDEXED BY deliveries_by_target_due \
+            WHERE x.target_id = o.id AND x.state = 'pending' AND x.next_run_at <= ?2 \
+            ORDER BY x.next_run_at LIMIT ?3) \
+        WHERE o.room > 0), \
     ranked AS ( \
         SELECT id, next_run_at, room, \
             ROW_NUMBER() OVER (PARTITION BY target_id ORDER BY next_run_at, id) AS rank \
