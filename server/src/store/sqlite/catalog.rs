@@ -6,7 +6,9 @@ use sqlx::SqliteConnection;
 
 use super::rows::{SourceRow, TargetRow, encode_retry, to_millis};
 use crate::store::StoreError;
-use crate::store::model::{Breaker, NewSource, NewTarget, Source, SourceAuth, Target, now_micros};
+use crate::store::model::{
+    Breaker, DeliverySettings, NewSource, NewTarget, Source, SourceAuth, Target, now_micros,
+};
 
 impl Store {
     /// Creates a source and returns it with its new id.
@@ -93,29 +95,12 @@ impl Store {
         let created_at = now_micros();
         let mut tx = self.writer.begin().await?;
         check_sources_exist(&mut tx, &new.source_ids).await?;
-        let (kind, interval, attempts, factor, max_interval, schedule) =
-            encode_retry(&new.settings.retry);
-        let settings = &new.settings;
         let id: i64 = sqlx::query_scalar(q::INSERT_TARGET)
-            .bind(&new.name)
-            .bind(&new.url)
             .bind(new.signing_secret.as_deref())
-            .bind(kind)
-            .bind(interval)
-            .bind(attempts)
-            .bind(factor)
-            .bind(max_interval)
-            .bind(schedule)
-            .bind(to_millis(settings.timeout))
-            .bind(settings.follow_redirects)
-            .bind(settings.retry_on_4xx)
-            .bind(i64::from(settings.max_in_flight))
-            .bind(settings.rate.map(|r| i64::from(r.count)))
-            .bind(settings.rate.map(|r| to_millis(r.period)))
-            .bind(i64::from(settings.break_after))
             .bind(created_at)
             .fetch_one(&mut *tx)
             .await?;
+        write_target(&mut tx, id, &new.name, &new.url, &new.settings).await?;
         let source_ids = replace_routes(&mut tx, id, new.source_ids).await?;
         tx.commit().await?;
         self.routing.invalidate();
@@ -144,29 +129,14 @@ impl Store {
         if new_routes {
             check_sources_exist(&mut tx, &target.source_ids).await?;
         }
-        let (kind, interval, attempts, factor, max_interval, schedule) =
-            encode_retry(&target.settings.retry);
-        let settings = &target.settings;
-        let updated = sqlx::query(q::UPDATE_TARGET)
-            .bind(&target.name)
-            .bind(&target.url)
-            .bind(kind)
-            .bind(interval)
-            .bind(attempts)
-            .bind(factor)
-            .bind(max_interval)
-            .bind(schedule)
-            .bind(to_millis(settings.timeout))
-            .bind(settings.follow_redirects)
-            .bind(settings.retry_on_4xx)
-            .bind(i64::from(settings.max_in_flight))
-            .bind(settings.rate.map(|r| i64::from(r.count)))
-            .bind(settings.rate.map(|r| to_millis(r.period)))
-            .bind(i64::from(settings.break_after))
-            .bind(target.id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let updated = write_target(
+            &mut tx,
+            target.id,
+            &target.name,
+            &target.url,
+            &target.settings,
+        )
+        .await?;
         if updated == 0 {
             return Err(StoreError::NotFound(format!("target {}", target.id)));
         }
@@ -299,4 +269,36 @@ async fn replace_routes(
             .await?;
     }
     Ok(source_ids)
+}
+
+/// Writes a target's name, URL and delivery settings; returns the rows
+/// changed (0: no such target).
+async fn write_target(
+    conn: &mut SqliteConnection,
+    id: i64,
+    name: &str,
+    url: &str,
+    settings: &DeliverySettings,
+) -> Result<u64, StoreError> {
+    let (kind, interval, attempts, factor, max_interval, schedule) = encode_retry(&settings.retry);
+    Ok(sqlx::query(q::UPDATE_TARGET)
+        .bind(name)
+        .bind(url)
+        .bind(kind)
+        .bind(interval)
+        .bind(attempts)
+        .bind(factor)
+        .bind(max_interval)
+        .bind(schedule)
+        .bind(to_millis(settings.timeout))
+        .bind(settings.follow_redirects)
+        .bind(settings.retry_on_4xx)
+        .bind(i64::from(settings.max_in_flight))
+        .bind(settings.rate.map(|r| i64::from(r.count)))
+        .bind(settings.rate.map(|r| to_millis(r.period)))
+        .bind(i64::from(settings.break_after))
+        .bind(id)
+        .execute(conn)
+        .await?
+        .rows_affected())
 }

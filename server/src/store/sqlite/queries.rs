@@ -12,11 +12,11 @@ pub const SELECT_SOURCES: &str = "SELECT * FROM sources ORDER BY id";
 pub const SELECT_SOURCE: &str = "SELECT * FROM sources WHERE id = ?";
 pub const DELETE_SOURCE: &str = "DELETE FROM sources WHERE id = ?";
 
+/// A new target's row; its name, URL and settings follow with UPDATE_TARGET
+/// in the same transaction.
 pub const INSERT_TARGET: &str = "INSERT INTO targets \
-    (name, url, signing_secret, retry_kind, retry_interval_ms, max_attempts, retry_factor, \
-     retry_max_interval_ms, retry_schedule, timeout_ms, follow_redirects, retry_on_4xx, \
-     max_in_flight, rate_count, rate_period_ms, break_after, created_at) \
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id";
+    (name, url, signing_secret, retry_kind, retry_interval_ms, max_attempts, timeout_ms, created_at) \
+    VALUES ('', '', ?, 'none', 0, 1, 0, ?) RETURNING id";
 pub const UPDATE_TARGET: &str = "UPDATE targets SET \
     name = ?, url = ?, retry_kind = ?, retry_interval_ms = ?, max_attempts = ?, retry_factor = ?, \
     retry_max_interval_ms = ?, retry_schedule = ?, timeout_ms = ?, follow_redirects = ?, \
