@@ -181,14 +181,18 @@ async fn commit_batch(pool: &SqlitePool, batch: Vec<Write>) -> Result<(), StoreE
             return Err(StoreError::Unavailable(sqlx::Error::Protocol(message)));
         }
     };
-    let all = match begin(&mut conn).await {
-        Ok(()) => {
-            let applied = apply_all(&mut conn, &batch).await;
-            end(&mut conn, applied).await
+    // No transaction at all (the store is locked, read-only, gone): every
+    // write fails now, rather than each waiting out the lock in turn.
+    if let Err(e) = begin(&mut conn).await {
+        let message = e.to_string();
+        tracing::warn!(error = %message, writes = batch.len(), "group commit: cannot begin");
+        for write in batch {
+            fail(write, &message);
         }
-        Err(e) => Err(e),
-    };
-    match all {
+        return Err(e);
+    }
+    let applied = apply_all(&mut conn, &batch).await;
+    match end(&mut conn, applied).await {
         Ok(applied) => {
             for (write, applied) in batch.into_iter().zip(applied) {
                 answer(write, Ok(applied));
@@ -198,14 +202,18 @@ async fn commit_batch(pool: &SqlitePool, batch: Vec<Write>) -> Result<(), StoreE
         Err(e) => {
             tracing::warn!(error = %e, writes = batch.len(), "group commit failed; writing one by one");
             let mut first_failure = Ok(());
-            for write in batch {
-                let result = match begin(&mut conn).await {
-                    Ok(()) => {
-                        let applied = apply_one(&mut conn, &write).await;
-                        end(&mut conn, applied).await
+            let mut writes = batch.into_iter();
+            while let Some(write) = writes.next() {
+                if let Err(e) = begin(&mut conn).await {
+                    let message = e.to_string();
+                    fail(write, &message);
+                    for rest in writes.by_ref() {
+                        fail(rest, &message);
                     }
-                    Err(e) => Err(e),
-                };
+                    return Err(e);
+                }
+                let applied = apply_one(&mut conn, &write).await;
+                let result = end(&mut conn, applied).await;
                 if let (Err(e), Ok(())) = (&result, &first_failure) {
                     first_failure = Err(StoreError::Unavailable(sqlx::Error::Protocol(
                         e.to_string(),
