@@ -111,7 +111,6 @@ async fn the_circuit_breaker_opens_probes_and_closes() {
     })
     .await;
     assert_eq!(shown["breaker"]["consecutive_failures"], 3);
-    let opened_at = Instant::now();
     let health: Value = serde_json::from_str(
         &crate::util::http()
             .get(gateway.http_url("/health"))
@@ -132,29 +131,38 @@ async fn the_circuit_breaker_opens_probes_and_closes() {
         "{health}"
     );
 
-    // Nothing is sent while it cools down (the interval alone would allow ~10).
+    // Nothing is sent while it cools down (the interval alone would allow
+    // ~10): watch until shortly before the cool-down ends.
     let during = app.received().len();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let until = humantime::parse_rfc3339(shown["breaker"]["open_until"].as_str().unwrap()).unwrap();
+    let left = until
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default()
+        .saturating_sub(Duration::from_millis(50));
+    tokio::time::sleep(left).await;
     assert_eq!(app.received().len(), during, "no attempt while open");
     assert_eq!(during, 3);
 
     // Then one probe; it fails, so the breaker re-opens for twice as long.
     app.wait_for(4, WAIT).await;
-    assert!(opened_at.elapsed() >= Duration::from_millis(400));
+    assert!(
+        std::time::SystemTime::now() >= until,
+        "the probe waits for the cool-down"
+    );
     let reopened = eventually("the failed probe to re-open it", WAIT, || async {
         let shown = target_json(&gateway, target).await;
         (shown["breaker"]["consecutive_failures"] == 4 && shown["breaker"]["state"] == "open")
             .then_some(shown)
     })
     .await;
-    let until =
+    // The probe failed at or after the first cool-down's end, so the second
+    // ends at least twice the cool-down (1.2 s) after the first.
+    let reopened_until =
         humantime::parse_rfc3339(reopened["breaker"]["open_until"].as_str().unwrap()).unwrap();
-    let left = until
-        .duration_since(std::time::SystemTime::now())
-        .unwrap_or_default();
+    let gap = reopened_until.duration_since(until).unwrap_or_default();
     assert!(
-        left > Duration::from_millis(600),
-        "the second cool-down is longer ({left:?} left)"
+        gap >= Duration::from_millis(1200),
+        "the second cool-down is twice as long ({gap:?} after the first)"
     );
 
     // The target recovers; the next probe succeeds and closes the breaker.
