@@ -2,9 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
-use crate::util::hooks::{WAIT, last_request_id, post, settled, target_json};
+use crate::util::hooks::{WAIT, health, last_request_id, post, settled, target_json};
 use crate::util::{Gateway, TestTarget, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,17 +109,7 @@ async fn the_circuit_breaker_opens_probes_and_closes() {
     })
     .await;
     assert_eq!(shown["breaker"]["consecutive_failures"], 3);
-    let health: Value = serde_json::from_str(
-        &crate::util::http()
-            .get(gateway.http_url("/health"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let (_, health) = health(&gateway).await;
     assert_eq!(health["status"], "running");
     assert!(
         health["issues"][0]

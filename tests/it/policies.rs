@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::util::hooks::{WAIT, attempts_of, last_request_id, post, settled, target_json};
+use crate::util::hooks::{WAIT, attempts_of, health, last_request_id, post, settled, target_json};
 use crate::util::{Gateway, TestTarget, eventually};
 
 /// `next_run_at - created_at` of each attempt that has a next run, in ms.
@@ -173,17 +173,7 @@ async fn gone_disables_the_target_until_it_is_enabled() {
     let shown = target_json(&gateway, target).await;
     let reason = shown["disabled"].as_str().expect("the target is disabled");
     assert!(reason.starts_with("410 Gone from "), "{reason}");
-    let health: Value = serde_json::from_str(
-        &crate::util::http()
-            .get(gateway.http_url("/health"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let (_, health) = health(&gateway).await;
     assert_eq!(
         health["status"], "running",
         "a target's trouble is not the gateway's"

@@ -23,7 +23,34 @@ pub struct Outcome {
     pub latencies: Vec<Duration>,
 }
 
+/// Posts webhook `i`; its ack latency, or None if it was not acknowledged.
+async fn post(client: &reqwest::Client, endpoint: &Endpoint, i: u64) -> Option<Duration> {
+    let sent = Instant::now();
+    let response = client
+        .post(&endpoint.url)
+        .basic_auth(&endpoint.user, Some(&endpoint.pass))
+        .header("content-type", "application/json")
+        .header(SENT_AT, unix_nanos().to_string())
+        .body(body(i))
+        .send()
+        .await
+        .ok()
+        .filter(|r| r.status().is_success())?;
+    let _ = response.bytes().await;
+    Some(sent.elapsed())
+}
+
 impl Outcome {
+    fn record(&mut self, acked: Option<Duration>) {
+        match acked {
+            Some(latency) => {
+                self.acked += 1;
+                self.latencies.push(latency);
+            }
+            None => self.failed += 1,
+        }
+    }
+
     fn merge(&mut self, other: Outcome) {
         self.acked += other.acked;
         self.failed += other.failed;
@@ -65,23 +92,7 @@ pub async fn closed_loop(endpoint: &Endpoint, connections: usize, duration: Dura
             let mut i = worker as u64 * 1_000_000_000;
             while Instant::now() < deadline {
                 i += 1;
-                let sent = Instant::now();
-                let result = client
-                    .post(&endpoint.url)
-                    .basic_auth(&endpoint.user, Some(&endpoint.pass))
-                    .header("content-type", "application/json")
-                    .header(SENT_AT, unix_nanos().to_string())
-                    .body(body(i))
-                    .send()
-                    .await;
-                match result {
-                    Ok(r) if r.status().is_success() => {
-                        let _ = r.bytes().await;
-                        out.acked += 1;
-                        out.latencies.push(sent.elapsed());
-                    }
-                    _ => out.failed += 1,
-                }
+                out.record(post(&client, &endpoint, i).await);
             }
             out
         });
@@ -109,23 +120,7 @@ pub async fn paced(
         let (client, endpoint) = (client.clone(), endpoint.clone());
         tasks.spawn(async move {
             let mut out = Outcome::default();
-            let sent = Instant::now();
-            let result = client
-                .post(&endpoint.url)
-                .basic_auth(&endpoint.user, Some(&endpoint.pass))
-                .header("content-type", "application/json")
-                .header(SENT_AT, unix_nanos().to_string())
-                .body(body(i))
-                .send()
-                .await;
-            match result {
-                Ok(r) if r.status().is_success() => {
-                    let _ = r.bytes().await;
-                    out.acked = 1;
-                    out.latencies.push(sent.elapsed());
-                }
-                _ => out.failed = 1,
-            }
+            out.record(post(&client, &endpoint, i).await);
             out
         });
         // Reap finished tasks as we go so the set stays small.

@@ -59,3 +59,17 @@ pub async fn target_json(gateway: &Gateway, id: i64) -> Value {
     let out = gateway.cli(&["target", "show", &id.to_string()]).await.ok();
     serde_json::from_str(&out.stdout).unwrap()
 }
+
+/// `GET /health`: the status code and the parsed body.
+pub async fn health(gateway: &Gateway) -> (u16, Value) {
+    let response = crate::util::http()
+        .get(gateway.http_url("/health"))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        serde_json::from_str(&response.text().await.unwrap()).unwrap(),
+    )
+}
