@@ -478,59 +478,13 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::store::model::{
-        AttemptResponse, DeliverySettings, NewSource, NewTarget, RetryPolicy, SourceAuth,
-        StoredRequest,
-    };
+    use crate::store::model::{AttemptResponse, RetryPolicy};
+    use crate::store::sqlite::test_fixtures::{request, store_with_targets};
 
     async fn store_with_one_delivery() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = Store::open(&url).await.unwrap_or_else(|e| panic!("{e}"));
-        let source = store
-            .create_source(NewSource {
-                name: "s".into(),
-                username: "u".into(),
-                password: "p".into(),
-                auth: SourceAuth::None,
-                status_code: 200,
-                content_type: "text/plain".into(),
-                content: Bytes::new(),
-            })
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        store
-            .create_target(NewTarget {
-                name: "t".into(),
-                url: "http://127.0.0.1:9/".into(),
-                signing_secret: None,
-                source_ids: vec![],
-                settings: DeliverySettings {
-                    retry: RetryPolicy::None,
-                    timeout: Duration::from_secs(1),
-                    follow_redirects: false,
-                    retry_on_4xx: false,
-                    max_in_flight: 8,
-                    rate: None,
-                    break_after: 0,
-                },
-            })
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let request = StoredRequest {
-            id: new_record_id(),
-            source_id: source.id,
-            source_name: None,
-            method: "POST".into(),
-            path: "/1".into(),
-            query: String::new(),
-            headers: vec![],
-            body: Bytes::from_static(b"{}"),
-            remote_addr: "127.0.0.1:1".into(),
-            created_at: now_micros(),
-            resent_from: None,
-        };
-        assert_eq!(store.ingest(&request).await.ok(), Some(1));
+        let store = store_with_targets(&dir, &[(RetryPolicy::None, 8)]).await;
+        assert_eq!(store.ingest(&request()).await.ok(), Some(1));
         (dir, store)
     }
 

@@ -12,6 +12,8 @@ mod routing;
 mod rows;
 #[cfg(test)]
 mod state_machine_tests;
+#[cfg(test)]
+mod test_fixtures;
 
 use std::str::FromStr;
 use std::time::Duration;

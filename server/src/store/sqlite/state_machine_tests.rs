@@ -9,11 +9,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use proptest::prelude::*;
 
-use super::Store;
 use super::queries as q;
+use super::test_fixtures::{request, store_with_targets};
 use crate::store::model::{
-    AttemptError, AttemptOutcome, AttemptResponse, AttemptState, ClaimedDelivery, DeliverySettings,
-    NewSource, NewTarget, RetryPolicy, SourceAuth, StoredRequest, new_record_id, now_micros,
+    AttemptError, AttemptOutcome, AttemptResponse, AttemptState, ClaimedDelivery, RetryPolicy,
+    new_record_id, now_micros,
 };
 
 #[derive(Debug, Clone)]
@@ -66,50 +66,13 @@ fn outcome(state: AttemptState, ok: bool) -> AttemptOutcome {
     }
 }
 
-async fn setup(dir: &tempfile::TempDir) -> Store {
-    let url = format!("sqlite://{}", dir.path().join("p.db").display());
-    let store = Store::open(&url).await.unwrap_or_else(|e| panic!("{e}"));
-    store
-        .create_source(NewSource {
-            name: "s".into(),
-            username: "u".into(),
-            password: "p".into(),
-            auth: SourceAuth::None,
-            status_code: 200,
-            content_type: "text/plain".into(),
-            content: Bytes::new(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    for name in ["a", "b"] {
-        store
-            .create_target(NewTarget {
-                name: name.into(),
-                url: "http://127.0.0.1:9/".into(),
-                signing_secret: None,
-                source_ids: vec![],
-                settings: DeliverySettings {
-                    retry: RetryPolicy::Linear {
-                        interval: Duration::from_millis(1),
-                        max_attempts: 100,
-                    },
-                    timeout: Duration::from_secs(1),
-                    follow_redirects: false,
-                    retry_on_4xx: false,
-                    max_in_flight: 2,
-                    rate: None,
-                    break_after: 0,
-                },
-            })
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    store
-}
-
 async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
-    let store = setup(&dir).await;
+    let linear = RetryPolicy::Linear {
+        interval: Duration::from_millis(1),
+        max_attempts: 100,
+    };
+    let store = store_with_targets(&dir, &[(linear.clone(), 2), (linear, 2)]).await;
     let workers: Vec<String> = (0..3).map(|_| new_record_id()).collect();
     let mut acked: Vec<String> = Vec::new();
     let mut held: HashMap<usize, Vec<ClaimedDelivery>> = HashMap::new();
@@ -120,19 +83,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     for op in ops {
         match op {
             Op::Ingest => {
-                let request = StoredRequest {
-                    id: new_record_id(),
-                    source_id: 1,
-                    source_name: None,
-                    method: "POST".into(),
-                    path: "/1".into(),
-                    query: String::new(),
-                    headers: vec![],
-                    body: Bytes::from_static(b"{}"),
-                    remote_addr: "127.0.0.1:1".into(),
-                    created_at: now_micros(),
-                    resent_from: None,
-                };
+                let request = request();
                 if store.ingest(&request).await.is_ok() {
                     acked.push(request.id);
                 }

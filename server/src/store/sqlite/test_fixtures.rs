@@ -1,0 +1,69 @@
+//! Stores for the store's own tests: a real SQLite file with one source and
+//! some targets, and requests to ingest.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::Store;
+use crate::store::model::{
+    DeliverySettings, NewSource, NewTarget, RetryPolicy, SourceAuth, StoredRequest, new_record_id,
+    now_micros,
+};
+
+/// A fresh store with source 1 and one target per entry of `targets`
+/// (retry policy, in-flight cap), each receiving from every source.
+pub async fn store_with_targets(dir: &tempfile::TempDir, targets: &[(RetryPolicy, u32)]) -> Store {
+    let url = format!("sqlite://{}", dir.path().join("test.db").display());
+    let store = Store::open(&url).await.unwrap_or_else(|e| panic!("{e}"));
+    store
+        .create_source(NewSource {
+            name: "s".into(),
+            username: "u".into(),
+            password: "p".into(),
+            auth: SourceAuth::None,
+            status_code: 200,
+            content_type: "text/plain".into(),
+            content: Bytes::new(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for (i, (retry, max_in_flight)) in targets.iter().enumerate() {
+        store
+            .create_target(NewTarget {
+                name: format!("t{i}"),
+                url: "http://127.0.0.1:9/".into(),
+                signing_secret: None,
+                source_ids: vec![],
+                settings: DeliverySettings {
+                    retry: retry.clone(),
+                    timeout: Duration::from_secs(1),
+                    follow_redirects: false,
+                    retry_on_4xx: false,
+                    max_in_flight: *max_in_flight,
+                    rate: None,
+                    break_after: 0,
+                },
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    store
+}
+
+/// A small webhook to source 1.
+pub fn request() -> StoredRequest {
+    StoredRequest {
+        id: new_record_id(),
+        source_id: 1,
+        source_name: None,
+        method: "POST".into(),
+        path: "/1".into(),
+        query: String::new(),
+        headers: vec![],
+        body: Bytes::from_static(b"{}"),
+        remote_addr: "127.0.0.1:1".into(),
+        created_at: now_micros(),
+        resent_from: None,
+    }
+}
