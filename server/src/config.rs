@@ -127,7 +127,9 @@ pub enum ConfigError {
     )]
     PublicUrl(String),
     /// DATABASE_URL names a store this build does not support.
-    #[error("DATABASE_URL {0:?} is not supported: expected sqlite://PATH")]
+    #[error(
+        "DATABASE_URL {0:?} is not supported: expected sqlite://PATH or postgres://USER@HOST[:PORT]/DATABASE"
+    )]
     DatabaseUrl(String),
     /// The default retry policy is not valid.
     #[error("{setting}: {problem}")]
@@ -162,7 +164,11 @@ impl Config {
                 return Err(ConfigError::PublicUrl(url.clone()));
             }
         }
-        if !self.database_url.starts_with("sqlite:") {
+        let url = self.database_url.as_str();
+        if !["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|scheme| url.starts_with(scheme))
+        {
             return Err(ConfigError::DatabaseUrl(self.database_url.clone()));
         }
         if self.max_body_size == 0 {

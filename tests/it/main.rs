@@ -13,6 +13,7 @@ mod flow;
 mod ingest;
 mod logs;
 mod policies;
+mod postgres;
 mod recovery;
 mod retention;
 mod startup;

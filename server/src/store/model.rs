@@ -488,3 +488,11 @@ pub struct AttemptOutcome {
     /// For the circuit breaker: see [`Breaker::after`].
     pub target_failed: Option<bool>,
 }
+
+/// What one retention pass removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    pub requests: u64,
+    pub deliveries: u64,
+    pub attempts: u64,
+}

@@ -225,6 +225,21 @@ impl Gateway {
         status.code()
     }
 
+    /// The server's resident memory in KiB (VmRSS), while it runs.
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(Child::id)
+            .expect("server running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
     /// Starts the server again on the same store and the same ports.
     pub async fn restart(&mut self) {
         self.kill().await;

@@ -5,6 +5,7 @@
 pub mod follow;
 pub mod gateway;
 pub mod hooks;
+pub mod postgres;
 pub mod target;
 
 pub use gateway::Gateway;

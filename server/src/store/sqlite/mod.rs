@@ -2,17 +2,28 @@
 //! requires) and a small pool of readers, in WAL mode with `synchronous=FULL`
 //! so a committed request survives power loss.
 
+// The backend-independent parts, written against the aliases below and
+// this backend's `queries`.
+#[path = "../shared/catalog.rs"]
 mod catalog;
+#[path = "../shared/deliveries.rs"]
 mod deliveries;
+#[path = "../shared/group.rs"]
 mod group;
+#[path = "../shared/health.rs"]
+mod health;
 mod queries;
+#[path = "../shared/requests.rs"]
 mod requests;
+#[path = "../shared/retention.rs"]
 mod retention;
+#[path = "../shared/routing.rs"]
 mod routing;
-mod rows;
 #[cfg(test)]
+#[path = "../shared/state_machine_tests.rs"]
 mod state_machine_tests;
 #[cfg(test)]
+#[path = "../shared/test_fixtures.rs"]
 mod test_fixtures;
 
 use std::str::FromStr;
@@ -23,6 +34,16 @@ use sqlx::sqlite::{
 };
 
 use super::StoreError;
+use super::model::now_micros;
+
+type Db = sqlx::Sqlite;
+type DbConn = sqlx::SqliteConnection;
+type DbPool = SqlitePool;
+
+/// A list of target ids as one parameter: a JSON array (read with `json_each`).
+fn id_list(ids: &[i64]) -> String {
+    serde_json::to_string(ids).unwrap_or_else(|_| "[]".to_owned())
+}
 
 /// How long a statement waits for a lock held by another connection or
 /// process before the store reports itself unavailable.
@@ -81,23 +102,18 @@ impl Store {
         })
     }
 
-    /// Checks that the store answers and accepts writes.
+    /// Returns to pending every delivery left in flight by an earlier process.
+    /// Only the embedded store may do this at start-up: no other process shares it.
     ///
     /// # Errors
-    /// The store is unreachable, locked or read-only.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query(queries::PING).execute(&self.reader).await?;
-        // A real write through the writer: a lock taken by another process
-        // or a full disk shows here, where a read would still pass...
-        self.group.probe().await?;
-        // ...except a nearly full disk, which still takes this small write
-        // while webhooks fail: their own recent failure is the evidence.
-        if let Some(failure) = self.group.recent_failure(RECENT_FAILURE) {
-            return Err(StoreError::Unavailable(sqlx::Error::Protocol(format!(
-                "the last write failed: {failure}"
-            ))));
-        }
-        Ok(())
+    /// The store is unavailable.
+    pub async fn release_all_leases(&self) -> Result<u64, StoreError> {
+        let released = sqlx::query(queries::RELEASE_ALL_LEASES)
+            .bind(now_micros())
+            .execute(&self.writer)
+            .await?
+            .rows_affected();
+        Ok(released)
     }
 
     /// Closes both pools, waiting for running statements.
@@ -111,10 +127,6 @@ impl Store {
         self.reader.close().await;
     }
 }
-
-/// How long a failed write marks the store unhealthy, unless a write
-/// succeeds since.
-const RECENT_FAILURE: Duration = Duration::from_secs(10);
 
 /// How often the WAL is copied back into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
@@ -140,4 +152,17 @@ async fn checkpoint_wal(pool: SqlitePool) {
             tracing::debug!(error = %e, "WAL checkpoint skipped");
         }
     }
+}
+
+/// What keeps a test store alive: its directory.
+#[cfg(test)]
+type TestKeep = tempfile::TempDir;
+
+/// A fresh store in a new temporary directory.
+#[cfg(test)]
+async fn test_store() -> (TestKeep, Store) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("sqlite://{}", dir.path().join("test.db").display());
+    let store = Store::open(&url).await.unwrap_or_else(|e| panic!("{e}"));
+    (dir, store)
 }

@@ -1,6 +1,9 @@
 //! Every SQL statement of the SQLite backend, next to its migrations.
 
 pub const PING: &str = "SELECT 1";
+/// A write transaction that takes the write lock at once, so a locked store
+/// fails here rather than at the first write.
+pub const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 /// The health check's durable write.
 pub const HEALTH_PROBE: &str = "INSERT INTO health_probe (id, checked_at) VALUES (1, ?) \
     ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at";

@@ -5,7 +5,7 @@
 use super::Store;
 use super::queries as q;
 use crate::store::StoreError;
-use crate::store::model::Micros;
+use crate::store::model::{Micros, Swept};
 
 /// Rows removed per statement.
 pub const RETENTION_BATCH: i64 = 500;
@@ -15,14 +15,6 @@ pub const RETENTION_BATCH: i64 = 500;
 fn first_id_at(at: Micros) -> String {
     let millis = u64::try_from(at.max(0) / 1000).unwrap_or(0) & 0xffff_ffff_ffff;
     format!("{millis:012x}{}", "0".repeat(20))
-}
-
-/// What one retention pass removed.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Swept {
-    pub requests: u64,
-    pub deliveries: u64,
-    pub attempts: u64,
 }
 
 impl Store {

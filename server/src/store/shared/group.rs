@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use sqlx::{SqliteConnection, SqlitePool};
+use super::{DbConn, DbPool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::deliveries::{finish_in, finish_many_in, is_simple};
@@ -74,7 +74,7 @@ fn writer_gone() -> StoreError {
 
 impl GroupWriter {
     /// Starts the writer task on `pool` (the store's single writer connection).
-    pub fn start(pool: SqlitePool) -> Self {
+    pub fn start(pool: DbPool) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE);
         let last_failure = LastFailure::default();
         tokio::spawn(run(pool, receiver, last_failure.clone()));
@@ -140,7 +140,7 @@ impl GroupWriter {
     }
 }
 
-async fn run(pool: SqlitePool, mut receiver: mpsc::Receiver<Write>, last_failure: LastFailure) {
+async fn run(pool: DbPool, mut receiver: mpsc::Receiver<Write>, last_failure: LastFailure) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let probes_only = batch.iter().all(|w| matches!(w, Write::Probe { .. }));
@@ -169,7 +169,7 @@ enum Applied {
 /// transaction by itself on some errors, disk full among them, so nothing is
 /// ever continued after a failed statement.)
 /// Returns the first failure, if any write failed.
-async fn commit_batch(pool: &SqlitePool, batch: Vec<Write>) -> Result<(), StoreError> {
+async fn commit_batch(pool: &DbPool, batch: Vec<Write>) -> Result<(), StoreError> {
     let mut conn = match pool.acquire().await {
         Ok(conn) => conn,
         Err(e) => {
@@ -226,25 +226,28 @@ async fn commit_batch(pool: &SqlitePool, batch: Vec<Write>) -> Result<(), StoreE
     }
 }
 
-/// BEGIN IMMEDIATE (taking the write lock now, not at the first write).
-async fn begin(conn: &mut SqliteConnection) -> Result<(), StoreError> {
-    if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
+/// Begins a write transaction (on SQLite taking the write lock now, not at
+/// the first write).
+async fn begin(conn: &mut DbConn) -> Result<(), StoreError> {
+    if let Err(e) = sqlx::query(super::queries::BEGIN_WRITE)
+        .execute(&mut *conn)
+        .await
+    {
         // A transaction left open on this connection (it must not be): end it.
         if !e.to_string().contains("within a transaction") {
             return Err(e.into());
         }
         let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        sqlx::query(super::queries::BEGIN_WRITE)
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }
 
 /// COMMIT if `applied` is Ok (its value is returned only if the commit
 /// succeeds); otherwise, or if the commit fails, ROLLBACK.
-async fn end<T>(
-    conn: &mut SqliteConnection,
-    applied: Result<T, StoreError>,
-) -> Result<T, StoreError> {
+async fn end<T>(conn: &mut DbConn, applied: Result<T, StoreError>) -> Result<T, StoreError> {
     let result = match applied {
         Ok(value) => sqlx::query("COMMIT")
             .execute(&mut *conn)
@@ -262,10 +265,7 @@ async fn end<T>(
 
 /// Every write of a batch: simple outcomes and ingests in bulk, the rest one
 /// by one. Results in batch order.
-async fn apply_all(
-    conn: &mut SqliteConnection,
-    batch: &[Write],
-) -> Result<Vec<Applied>, StoreError> {
+async fn apply_all(conn: &mut DbConn, batch: &[Write]) -> Result<Vec<Applied>, StoreError> {
     let mut results: Vec<Option<Applied>> = (0..batch.len()).map(|_| None).collect();
     let mut simple = Vec::new();
     let mut ingests = Vec::new();
@@ -309,7 +309,7 @@ async fn apply_all(
 }
 
 /// One write, inside the caller's transaction.
-async fn apply_one(conn: &mut SqliteConnection, write: &Write) -> Result<Applied, StoreError> {
+async fn apply_one(conn: &mut DbConn, write: &Write) -> Result<Applied, StoreError> {
     match write {
         Write::Ingest {
             request, targets, ..

@@ -1,14 +1,14 @@
 //! Sources and targets: the configuration the admin API edits.
 
+use super::DbConn;
 use super::Store;
 use super::queries as q;
-use sqlx::SqliteConnection;
 
-use super::rows::{SourceRow, TargetRow, encode_retry, to_millis};
 use crate::store::StoreError;
 use crate::store::model::{
     Breaker, DeliverySettings, NewSource, NewTarget, Source, SourceAuth, Target, now_micros,
 };
+use crate::store::rows::{SourceRow, TargetRow, encode_retry, to_millis};
 
 impl Store {
     /// Creates a source and returns it with its new id.
@@ -236,7 +236,7 @@ impl Store {
     }
 }
 
-async fn check_sources_exist(conn: &mut SqliteConnection, ids: &[i64]) -> Result<(), StoreError> {
+async fn check_sources_exist(conn: &mut DbConn, ids: &[i64]) -> Result<(), StoreError> {
     for source_id in ids {
         let count: i64 = sqlx::query_scalar(q::SOURCE_EXISTS)
             .bind(source_id)
@@ -251,7 +251,7 @@ async fn check_sources_exist(conn: &mut SqliteConnection, ids: &[i64]) -> Result
 
 /// Sets a target's routes; returns them sorted and deduplicated.
 async fn replace_routes(
-    conn: &mut SqliteConnection,
+    conn: &mut DbConn,
     target_id: i64,
     mut source_ids: Vec<i64>,
 ) -> Result<Vec<i64>, StoreError> {
@@ -274,7 +274,7 @@ async fn replace_routes(
 /// Writes a target's name, URL and delivery settings; returns the rows
 /// changed (0: no such target).
 async fn write_target(
-    conn: &mut SqliteConnection,
+    conn: &mut DbConn,
     id: i64,
     name: &str,
     url: &str,

@@ -67,12 +67,11 @@ fn outcome(state: AttemptState, ok: bool) -> AttemptOutcome {
 }
 
 async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
     let linear = RetryPolicy::Linear {
         interval: Duration::from_millis(1),
         max_attempts: 100,
     };
-    let store = store_with_targets(&dir, &[(linear.clone(), 2), (linear, 2)]).await;
+    let (_keep, store) = store_with_targets(&[(linear.clone(), 2), (linear, 2)]).await;
     let workers: Vec<String> = (0..3).map(|_| new_record_id()).collect();
     let mut acked: Vec<String> = Vec::new();
     let mut held: HashMap<usize, Vec<ClaimedDelivery>> = HashMap::new();

@@ -1,5 +1,6 @@
-//! Stores for the store's own tests: a real SQLite file with one source and
-//! some targets, and requests to ingest.
+//! Stores for the store's own tests: a real, fresh store of the backend
+//! (a SQLite file, or a schema of its own on the PostgreSQL server) with one
+//! source and some targets, and requests to ingest.
 
 use std::time::Duration;
 
@@ -12,10 +13,10 @@ use crate::store::model::{
 };
 
 /// A fresh store with source 1 and one target per entry of `targets`
-/// (retry policy, in-flight cap), each receiving from every source.
-pub async fn store_with_targets(dir: &tempfile::TempDir, targets: &[(RetryPolicy, u32)]) -> Store {
-    let url = format!("sqlite://{}", dir.path().join("test.db").display());
-    let store = Store::open(&url).await.unwrap_or_else(|e| panic!("{e}"));
+/// (retry policy, in-flight cap), each receiving from every source; keep
+/// the first value as long as the store is used.
+pub async fn store_with_targets(targets: &[(RetryPolicy, u32)]) -> (super::TestKeep, Store) {
+    let (keep, store) = super::test_store().await;
     store
         .create_source(NewSource {
             name: "s".into(),
@@ -48,7 +49,7 @@ pub async fn store_with_targets(dir: &tempfile::TempDir, targets: &[(RetryPolicy
             .await
             .unwrap_or_else(|e| panic!("{e}"));
     }
-    store
+    (keep, store)
 }
 
 /// A small webhook to source 1.

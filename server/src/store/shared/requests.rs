@@ -1,14 +1,15 @@
 //! Stored requests: ingest, resend and the log pages.
 
-use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
+use super::{Db, DbConn};
+use sqlx::QueryBuilder;
 
 use super::Store;
 use super::queries as q;
-use super::rows::{AttemptRow, RequestRow, encode_headers};
 use crate::store::StoreError;
 use crate::store::model::{
     AttemptRecord, LogFilter, LogRecord, LogType, StoredRequest, new_record_id, now_micros,
 };
+use crate::store::rows::{AttemptRow, RequestRow, encode_headers};
 
 impl Store {
     /// Commits a received request and one pending delivery per target routed
@@ -48,7 +49,7 @@ impl Store {
         let mut found = std::collections::HashMap::with_capacity(ids.len());
         // 500 ids a statement keeps well under SQLite's parameter limit.
         for chunk in ids.chunks(500) {
-            let mut query = QueryBuilder::<Sqlite>::new(q::SELECT_REQUESTS_HEAD);
+            let mut query = QueryBuilder::<Db>::new(q::SELECT_REQUESTS_HEAD);
             let mut list = query.separated(", ");
             for id in chunk {
                 list.push_bind(id.to_string());
@@ -123,7 +124,7 @@ impl Store {
         let want_attempts = filter.log_type != Some(LogType::SourceRequest);
         let mut records = Vec::new();
         if want_requests {
-            let mut query = QueryBuilder::<Sqlite>::new(q::SELECT_REQUEST_LOG);
+            let mut query = QueryBuilder::<Db>::new(q::SELECT_REQUEST_LOG);
             if let Some(source_id) = filter.source_id {
                 query.push(" AND r.source_id = ").push_bind(source_id);
             }
@@ -139,7 +140,7 @@ impl Store {
             }
         }
         if want_attempts {
-            let mut query = QueryBuilder::<Sqlite>::new(q::SELECT_ATTEMPT_LOG);
+            let mut query = QueryBuilder::<Db>::new(q::SELECT_ATTEMPT_LOG);
             if let Some(source_id) = filter.source_id {
                 query.push(" AND a.source_id = ").push_bind(source_id);
             }
@@ -167,10 +168,7 @@ impl Store {
     }
 }
 
-async fn insert_request(
-    conn: &mut SqliteConnection,
-    request: &StoredRequest,
-) -> Result<(), StoreError> {
+async fn insert_request(conn: &mut DbConn, request: &StoredRequest) -> Result<(), StoreError> {
     sqlx::query(q::INSERT_REQUEST)
         .bind(&request.id)
         .bind(request.source_id)
@@ -188,7 +186,7 @@ async fn insert_request(
 }
 
 async fn insert_deliveries(
-    conn: &mut SqliteConnection,
+    conn: &mut DbConn,
     request_id: &str,
     targets: &[i64],
     now: i64,
@@ -210,7 +208,7 @@ async fn insert_deliveries(
 /// The writes of one ingest, inside the caller's transaction: the request,
 /// and a delivery to each of `targets` that still exists.
 pub(super) async fn ingest_in(
-    conn: &mut SqliteConnection,
+    conn: &mut DbConn,
     request: &StoredRequest,
     targets: &[i64],
 ) -> Result<u32, StoreError> {
@@ -233,10 +231,10 @@ pub(super) async fn ingest_in(
 /// every delivery (to targets that still exist) in another. Returns the
 /// deliveries created per request, in order.
 pub(super) async fn ingest_many_in(
-    conn: &mut SqliteConnection,
+    conn: &mut DbConn,
     ingests: &[(&StoredRequest, &[i64])],
 ) -> Result<Vec<u32>, StoreError> {
-    let mut requests = QueryBuilder::<Sqlite>::new(q::INSERT_REQUESTS_HEAD);
+    let mut requests = QueryBuilder::<Db>::new(q::INSERT_REQUESTS_HEAD);
     requests.push_values(ingests, |mut row, (request, _)| {
         row.push_bind(request.id.clone())
             .push_bind(request.source_id)
@@ -261,7 +259,7 @@ pub(super) async fn ingest_many_in(
         .collect();
     // Four parameters a row; SQLite takes up to 32766 per statement.
     for chunk in deliveries.chunks(4000) {
-        let mut insert = QueryBuilder::<Sqlite>::new(q::INSERT_DELIVERIES_HEAD);
+        let mut insert = QueryBuilder::<Db>::new(q::INSERT_DELIVERIES_HEAD);
         insert.push_values(chunk, |mut row, (id, request_id, target_id, at)| {
             row.push_bind(id.clone())
                 .push_bind(request_id.to_string())

@@ -1,4 +1,4 @@
-//! Rows as SQLite returns them, and their conversion to domain types.
+//! Rows as the store returns them (either backend), and their conversion to domain types.
 
 use std::time::Duration;
 

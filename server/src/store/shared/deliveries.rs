@@ -3,32 +3,19 @@
 
 use std::time::Duration;
 
-use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
+use super::{Db, DbConn};
+use sqlx::QueryBuilder;
 
 use super::Store;
 use super::queries as q;
-use super::rows::{AttemptRow, DeliveryRow, encode_headers};
 use crate::store::StoreError;
 use crate::store::model::{
     AttemptOutcome, AttemptRecord, AttemptState, Breaker, ClaimedDelivery, DeliveryFilter,
     DeliverySummary, Micros, new_record_id, now_micros,
 };
+use crate::store::rows::{AttemptRow, DeliveryRow, encode_headers};
 
 impl Store {
-    /// Returns to pending every delivery left in flight by an earlier process.
-    /// Only the embedded store may do this at start-up: no other process shares it.
-    ///
-    /// # Errors
-    /// The store is unavailable.
-    pub async fn release_all_leases(&self) -> Result<u64, StoreError> {
-        let released = sqlx::query(q::RELEASE_ALL_LEASES)
-            .bind(now_micros())
-            .execute(&self.writer)
-            .await?
-            .rows_affected();
-        Ok(released)
-    }
-
     /// Gives back, untried, every delivery still leased by `worker_id`
     /// (a worker stopping).
     ///
@@ -58,7 +45,7 @@ impl Store {
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
         let now = now_micros();
         let lease_token = format!("{worker_id}.{}", new_record_id());
-        let skip = serde_json::to_string(skip).unwrap_or_else(|_| "[]".to_owned());
+        let skip = super::id_list(skip);
         let mut tx = self.writer.begin().await?;
         sqlx::query(q::EXPIRE_LEASES)
             .bind(now)
@@ -136,7 +123,7 @@ impl Store {
     /// # Errors
     /// The store is unavailable.
     pub async fn next_due_at(&self, skip: &[i64]) -> Result<Option<Micros>, StoreError> {
-        let skip = serde_json::to_string(skip).unwrap_or_else(|_| "[]".to_owned());
+        let skip = super::id_list(skip);
         Ok(sqlx::query_scalar(q::NEXT_DUE_AT)
             .bind(Option::<i64>::None)
             .bind(now_micros())
@@ -173,7 +160,7 @@ impl Store {
         filter: &DeliveryFilter,
         limit: u32,
     ) -> Result<Vec<DeliverySummary>, StoreError> {
-        let mut query = QueryBuilder::<Sqlite>::new(q::SELECT_DELIVERIES);
+        let mut query = QueryBuilder::<Db>::new(q::SELECT_DELIVERIES);
         match filter.state.as_deref() {
             None => {}
             Some("retrying") => {
@@ -258,7 +245,7 @@ impl Store {
 }
 
 pub(super) async fn finish_in(
-    tx: &mut SqliteConnection,
+    tx: &mut DbConn,
     claimed: &ClaimedDelivery,
     outcome: AttemptOutcome,
     breaker_cooldown: Duration,
@@ -372,10 +359,10 @@ fn attempt_record(claimed: &ClaimedDelivery, outcome: AttemptOutcome) -> Attempt
 /// UPDATE of the deliveries, one INSERT of the attempts of those whose lease
 /// still held. Returns, in order, the record or None (lease lost).
 pub(super) async fn finish_many_in(
-    tx: &mut SqliteConnection,
+    tx: &mut DbConn,
     finishes: Vec<(&ClaimedDelivery, AttemptOutcome)>,
 ) -> Result<Vec<Option<AttemptRecord>>, StoreError> {
-    let mut update = QueryBuilder::<Sqlite>::new(q::FINISH_MANY_HEAD);
+    let mut update = QueryBuilder::<Db>::new(q::FINISH_MANY_HEAD);
     update.push_values(&finishes, |mut row, (claimed, outcome)| {
         row.push_bind(claimed.delivery_id.clone())
             .push_bind(delivery_state_of(outcome.state))
@@ -431,21 +418,15 @@ fn attempt_columns(
     }
 }
 
-async fn insert_attempt(
-    conn: &mut sqlx::SqliteConnection,
-    record: &AttemptRecord,
-) -> Result<(), StoreError> {
+async fn insert_attempt(conn: &mut DbConn, record: &AttemptRecord) -> Result<(), StoreError> {
     insert_attempts(conn, &[record]).await
 }
 
 /// Attempt rows, many to a statement.
-async fn insert_attempts(
-    conn: &mut sqlx::SqliteConnection,
-    records: &[&AttemptRecord],
-) -> Result<(), StoreError> {
+async fn insert_attempts(conn: &mut DbConn, records: &[&AttemptRecord]) -> Result<(), StoreError> {
     // Seventeen parameters a row; SQLite takes up to 32766 per statement.
     for chunk in records.chunks(1000) {
-        let mut insert = QueryBuilder::<Sqlite>::new(q::INSERT_ATTEMPTS_HEAD);
+        let mut insert = QueryBuilder::<Db>::new(q::INSERT_ATTEMPTS_HEAD);
         insert.push_values(chunk, |mut row, record| {
             let (status, headers, body, truncated, kind, message) = attempt_columns(record);
             row.push_bind(record.id.clone())
@@ -477,15 +458,14 @@ mod tests {
 
     use bytes::Bytes;
 
+    use super::super::test_fixtures::{request, store_with_targets};
     use super::*;
     use crate::store::model::{AttemptResponse, RetryPolicy};
-    use crate::store::sqlite::test_fixtures::{request, store_with_targets};
 
-    async fn store_with_one_delivery() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let store = store_with_targets(&dir, &[(RetryPolicy::None, 8)]).await;
+    async fn store_with_one_delivery() -> (super::super::TestKeep, Store) {
+        let (keep, store) = store_with_targets(&[(RetryPolicy::None, 8)]).await;
         assert_eq!(store.ingest(&request()).await.ok(), Some(1));
-        (dir, store)
+        (keep, store)
     }
 
     fn delivered(at: Micros) -> AttemptOutcome {

@@ -1,0 +1,130 @@
+//! PostgreSQL backend: a pool of connections to a PostgreSQL server. Ingests
+//! and attempt outcomes go through the same group-commit writer as on
+//! SQLite (one transaction per batch, acknowledged after COMMIT, which with
+//! the server's default `synchronous_commit = on` has reached the server's
+//! WAL on disk). Claims lock with `FOR UPDATE SKIP LOCKED`, so gateways can
+//! share one database without claiming a delivery twice.
+
+#[path = "../shared/catalog.rs"]
+mod catalog;
+#[path = "../shared/deliveries.rs"]
+mod deliveries;
+#[path = "../shared/group.rs"]
+mod group;
+#[path = "../shared/health.rs"]
+mod health;
+mod queries;
+#[path = "../shared/requests.rs"]
+mod requests;
+#[path = "../shared/retention.rs"]
+mod retention;
+#[path = "../shared/routing.rs"]
+mod routing;
+#[cfg(test)]
+#[path = "../shared/state_machine_tests.rs"]
+mod state_machine_tests;
+#[cfg(test)]
+#[path = "../shared/test_fixtures.rs"]
+mod test_fixtures;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use super::StoreError;
+
+type Db = sqlx::Postgres;
+type DbConn = sqlx::PgConnection;
+type DbPool = PgPool;
+
+/// A list of target ids as one parameter: an array (read with `= ANY`).
+fn id_list(ids: &[i64]) -> Vec<i64> {
+    ids.to_vec()
+}
+
+/// How long a caller waits for a connection before the store reports itself
+/// unavailable (the server is down or every connection is busy).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Connections to the server: the writer's batches, claims, admin reads.
+const MAX_CONNECTIONS: u32 = 10;
+
+/// The store, cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    writer: PgPool,
+    reader: PgPool,
+    group: group::GroupWriter,
+    routing: routing::RoutingCache,
+}
+
+impl Store {
+    /// Connects to and migrates the database at `url` (`postgres://...`).
+    ///
+    /// # Errors
+    /// The server cannot be reached, refuses the login, or a migration fails.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url)?.application_name("webhook-server");
+        Self::open_with(options).await
+    }
+
+    async fn open_with(options: PgConnectOptions) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .min_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        let group = group::GroupWriter::start(pool.clone());
+        Ok(Store {
+            writer: pool.clone(),
+            reader: pool,
+            group,
+            routing: routing::RoutingCache::default(),
+        })
+    }
+
+    /// Releases nothing: other gateways may share this database and hold
+    /// leases, so deliveries an earlier process left in flight go back to
+    /// pending when their lease expires (the target's timeout plus 30 s).
+    ///
+    /// # Errors
+    /// Never; the signature matches the embedded store's.
+    pub async fn release_all_leases(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+
+    /// Closes the pool, waiting for running statements.
+    pub async fn close(&self) {
+        self.writer.close().await;
+    }
+}
+
+/// What keeps a test store alive (nothing: its schema stays on the server).
+#[cfg(test)]
+type TestKeep = ();
+
+/// A fresh store in a schema of its own on the test server
+/// (`TEST_DATABASE_URL`, by default the local server's `test` database).
+#[cfg(test)]
+async fn test_store() -> (TestKeep, Store) {
+    let url = std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let schema = format!("store_test_{}", super::model::new_record_id());
+    let admin = sqlx::PgPool::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {url}: {e}"));
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    admin.close().await;
+    let options = PgConnectOptions::from_str(&url)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .options([("search_path", schema.as_str())]);
+    let store = Store::open_with(options)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    ((), store)
+}
