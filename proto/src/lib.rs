@@ -3,6 +3,8 @@
 //! The server implements these services; `webhook-cli` and any other client
 //! (grpcurl through reflection) call them.
 
+pub mod codec;
+
 /// Messages and services of `webhook.v1`.
 pub mod v1 {
     #![allow(missing_docs, clippy::all)]

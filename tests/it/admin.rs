@@ -357,3 +357,105 @@ async fn a_server_that_is_down_gives_one_clear_line() {
         out.stderr
     );
 }
+
+/// Sends protobuf bytes as they are, and returns the answer's bytes: for
+/// messages no generated client would produce.
+#[derive(Debug, Clone, Default)]
+struct RawCodec;
+
+#[derive(Debug, Clone, Default)]
+struct RawCoder;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCoder;
+    type Decoder = RawCoder;
+
+    fn encoder(&mut self) -> RawCoder {
+        RawCoder
+    }
+
+    fn decoder(&mut self) -> RawCoder {
+        RawCoder
+    }
+}
+
+impl tonic::codec::Encoder for RawCoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        buf: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(buf, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        buf: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let n = bytes::Buf::remaining(buf);
+        Ok(Some(bytes::Buf::copy_to_bytes(buf, n).to_vec()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_and_invalid_utf8_are_invalid_arguments() {
+    let gateway = Gateway::start().await;
+    let channel = tonic::transport::Channel::from_shared(gateway.admin_url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    // Field 1 (a string in each of these requests) holding bytes that are
+    // not UTF-8; then a field whose length runs past the end.
+    let not_utf8 = vec![0x0a, 0x03, 0xff, 0xfe, 0x41];
+    let truncated = vec![0x0a, 0x40, 0x41];
+    for (path, message) in [
+        ("/webhook.v1.Sources/CreateSource", &not_utf8),
+        ("/webhook.v1.Targets/CreateTarget", &not_utf8),
+        ("/webhook.v1.Deliveries/GetDelivery", &not_utf8),
+        ("/webhook.v1.Deliveries/Resend", &not_utf8),
+        ("/webhook.v1.Sources/CreateSource", &truncated),
+    ] {
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        grpc.ready().await.unwrap();
+        let mut request = tonic::Request::new(message.clone());
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {SECURE_KEY}").parse().unwrap(),
+        );
+        let status = grpc
+            .unary(
+                request,
+                tonic::codegen::http::uri::PathAndQuery::from_static(path),
+                RawCodec,
+            )
+            .await
+            .expect_err(path);
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{path}: {status:?}"
+        );
+        assert!(
+            status.message().starts_with("malformed message: "),
+            "{path}: {status:?}"
+        );
+        if message == &not_utf8 {
+            assert!(status.message().contains("UTF-8"), "{path}: {status:?}");
+        }
+    }
+    // Nothing was created, and the server still answers.
+    let sources = gateway.cli(&["source", "list"]).await.ok();
+    assert_eq!(sources.stdout.trim(), "", "{sources:?}");
+}
