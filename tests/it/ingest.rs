@@ -328,6 +328,33 @@ async fn a_store_that_cannot_commit_gives_503_never_success() {
         "{health}"
     );
 
+    // Load while it stays locked, in two waves of 64 concurrent 64 KiB
+    // webhooks: every one refused, and memory does not grow from wave to wave.
+    let mut rss_kib = Vec::new();
+    for _ in 0..2 {
+        let wave: Vec<_> = (0..64)
+            .map(|_| {
+                let request = client
+                    .post(&target)
+                    .basic_auth(&user, Some(&pass))
+                    .body(vec![b'm'; 64 * 1024]);
+                tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
+            })
+            .collect();
+        for sent in wave {
+            assert_eq!(sent.await.unwrap(), 503);
+        }
+        rss_kib.push(gateway.rss_kib());
+    }
+    assert!(
+        rss_kib.iter().all(|kib| *kib < 64 * 1024),
+        "memory bounded while the store is locked: {rss_kib:?} KiB"
+    );
+    assert!(
+        rss_kib[1] < rss_kib[0] + 8 * 1024,
+        "no growth from wave to wave: {rss_kib:?} KiB"
+    );
+
     sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
     drop(locker);
 
