@@ -9,6 +9,8 @@
 pub mod admin;
 pub mod config;
 pub mod delivery;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod ingest;
 pub mod logbus;

@@ -10,6 +10,7 @@ mod crash;
 mod delivery;
 mod disk;
 mod flow;
+mod fuzz_corpus;
 mod ingest;
 mod logs;
 mod policies;

@@ -226,4 +226,9 @@ async fn a_stopped_postgresql_gives_503_and_recovers_without_loss() {
     })
     .await;
     assert!(delivered.len() >= acked.len());
+    eprintln!(
+        "acknowledged {}, refused {}, RSS {before_kib} KiB when it stopped, {down_kib} KiB after 5 s down",
+        acked.len(),
+        statuses.lock().await.iter().filter(|s| **s == 503).count()
+    );
 }

@@ -8,7 +8,7 @@ mod send;
 mod signing;
 mod worker;
 
-pub use policy::{Verdict, classify, next_step};
+pub use policy::{Verdict, classify, delay_after, next_step, retry_after};
 pub use retry_spec::{MAX_ATTEMPTS, RetrySpec, SpecError, parse_schedule};
 pub use signing::new_signing_secret;
 pub use worker::Worker;

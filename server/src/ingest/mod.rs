@@ -4,6 +4,8 @@ mod auth;
 mod handler;
 mod reply;
 
+pub use auth::{AuthFailure, check_basic, check_signature, verify_github_signature};
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
