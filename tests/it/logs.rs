@@ -197,26 +197,40 @@ async fn a_follower_that_never_reads_misses_records_and_never_slows_ingest() {
     let body = format!(r#"{{"padding": "{}"}}"#, "x".repeat(1000));
     let parsed = reqwest::Url::parse(&url).unwrap();
     let client_http = crate::util::http();
-    let mut tasks = tokio::task::JoinSet::new();
-    for worker in 0..8 {
-        let (client_http, parsed, body) = (client_http.clone(), parsed.clone(), body.clone());
-        let target = gateway.http_url(parsed.path());
-        tasks.spawn(async move {
-            for _ in (worker..REQUESTS).step_by(8) {
-                let response = client_http
-                    .post(&target)
-                    .basic_auth(parsed.username(), parsed.password())
-                    .body(body.clone())
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(response.status(), 200);
-            }
-        });
+    // In two halves, with the server's memory taken after each: bounded,
+    // and not growing with what the follower leaves unread.
+    let mut rss_kib = Vec::new();
+    for _half in 0..2 {
+        let mut tasks = tokio::task::JoinSet::new();
+        for worker in 0..8 {
+            let (client_http, parsed, body) = (client_http.clone(), parsed.clone(), body.clone());
+            let target = gateway.http_url(parsed.path());
+            tasks.spawn(async move {
+                for _ in (worker..REQUESTS / 2).step_by(8) {
+                    let response = client_http
+                        .post(&target)
+                        .basic_auth(parsed.username(), parsed.password())
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status(), 200);
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+        rss_kib.push(gateway.rss_kib());
     }
-    while let Some(done) = tasks.join_next().await {
-        done.unwrap();
-    }
+    assert!(
+        rss_kib.iter().all(|kib| *kib < 64 * 1024),
+        "memory bounded with a stalled follower: {rss_kib:?} KiB"
+    );
+    assert!(
+        rss_kib[1] < rss_kib[0] + 8 * 1024,
+        "no growth with what the follower leaves unread: {rss_kib:?} KiB"
+    );
 
     // Now read: every record either arrived or was counted as missed.
     let (mut records, mut missed) = (0u64, 0u64);

@@ -218,3 +218,95 @@ async fn sigterm_past_the_grace_period_gives_attempts_back() {
         "the abandoned attempt was not counted"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_exits_0_and_loses_nothing() {
+    use std::collections::HashSet;
+    use std::sync::{Arc, Mutex};
+
+    let mut gateway = Gateway::start_with(&[("SHUTDOWN_GRACE", "1s")]).await;
+    let (_, url) = gateway.add_source("Github", &[]).await;
+    let app = TestTarget::start(200).await;
+    // Slow enough that attempts are in flight at the signal.
+    app.set_delay(Duration::from_millis(300));
+    gateway
+        .add_target("Slow", &app.url(), &["--no-ssl", "--no-auth"])
+        .await;
+
+    // Four senders post until the server stops answering.
+    let acked = Arc::new(Mutex::new(HashSet::new()));
+    let parsed = reqwest::Url::parse(&url).unwrap();
+    let senders: Vec<_> = (0..4u64)
+        .map(|sender| {
+            let (acked, parsed) = (acked.clone(), parsed.clone());
+            let target = gateway.http_url(parsed.path());
+            tokio::spawn(async move {
+                let client = crate::util::http();
+                for n in 0.. {
+                    let id = sender * 1_000_000 + n;
+                    let sent = client
+                        .post(&target)
+                        .basic_auth(parsed.username(), parsed.password())
+                        .body(format!(r#"{{"id": {id}}}"#))
+                        .send()
+                        .await;
+                    match sent.map(|r| r.status().as_u16()) {
+                        Ok(200) => {
+                            acked.lock().unwrap().insert(id);
+                        }
+                        Ok(503) => {}
+                        Ok(other) => panic!("unexpected status {other}"),
+                        // Stopped accepting.
+                        Err(_) => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    eventually("load and deliveries in flight", WAIT, || async {
+        (acked.lock().unwrap().len() >= 100 && !app.received().is_empty()).then_some(())
+    })
+    .await;
+
+    let started = std::time::Instant::now();
+    assert_eq!(
+        gateway.terminate().await,
+        Some(0),
+        "{}",
+        gateway.server_log()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "stopped within the grace period and a margin: {:?}",
+        started.elapsed()
+    );
+    for sender in senders {
+        tokio::time::timeout(Duration::from_secs(10), sender)
+            .await
+            .expect("senders see the server stop")
+            .unwrap();
+    }
+
+    // After a restart, everything acknowledged is stored and delivered.
+    app.set_delay(Duration::ZERO);
+    gateway.restart().await;
+    let acked = acked.lock().unwrap().clone();
+    let stored: HashSet<u64> = gateway
+        .log("source.request", 10_000)
+        .await
+        .iter()
+        .filter_map(|r| r["payload"]["id"].as_u64())
+        .collect();
+    let lost: Vec<_> = acked.difference(&stored).collect();
+    assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+    eventually("every acknowledged webhook delivered", WAIT, || async {
+        let got: HashSet<u64> = app
+            .received()
+            .iter()
+            .filter_map(|r| serde_json::from_slice::<Value>(&r.body).ok())
+            .filter_map(|v| v["id"].as_u64())
+            .collect();
+        acked.is_subset(&got).then_some(())
+    })
+    .await;
+}
