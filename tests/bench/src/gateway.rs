@@ -1,8 +1,10 @@
-//! A webhook-server process for a benchmark run: its own SQLite file in a
-//! temporary directory, free ports on 127.0.0.1, and an admin client.
+//! A webhook-server process for a benchmark run: its own store (a SQLite
+//! file in a temporary directory, or with `DATABASE_URL=postgres://...` a
+//! fresh database on that PostgreSQL server), free ports on 127.0.0.1, and
+//! an admin client.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -15,7 +17,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use webhook_proto::v1 as pb;
 
-const SECURE_KEY: &str = "bench-secure-key-0123456789abcdef01234567";
+pub const SECURE_KEY: &str = "bench-secure-key-0123456789abcdef01234567";
 
 /// `webhook-server` beside this executable (both built with
 /// `cargo build --release --workspace`).
@@ -90,10 +92,7 @@ impl Gateway {
             .env("SECURE_KEY", SECURE_KEY)
             .env("HTTP_ADDR", "127.0.0.1:0")
             .env("ADMIN_ADDR", "127.0.0.1:0")
-            .env(
-                "DATABASE_URL",
-                format!("sqlite://{}", dir.path().join("webhook.db").display()),
-            )
+            .env("DATABASE_URL", store_url(dir.path()).await?)
             .env("LOG_LEVEL", "warn,webhook_server=info")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -192,6 +191,66 @@ impl Gateway {
             .into_inner();
         Ok(target.id)
     }
+}
+
+/// The PostgreSQL server the benchmarks use, from `DATABASE_URL`, if any.
+pub fn postgres_server() -> Option<String> {
+    std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|url| url.starts_with("postgres://") || url.starts_with("postgresql://"))
+}
+
+/// The store of a gateway whose directory is `dir`: a SQLite file in it, or
+/// a fresh database on the PostgreSQL server, whose URL is kept in the
+/// directory so that a restart finds the same store.
+pub async fn store_url(dir: &Path) -> anyhow::Result<String> {
+    let Some(server) = postgres_server() else {
+        return Ok(format!("sqlite://{}", dir.join("webhook.db").display()));
+    };
+    let marker = dir.join("database_url");
+    if let Ok(url) = std::fs::read_to_string(&marker) {
+        return Ok(url);
+    }
+    use sqlx::Connection;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos();
+    let name = format!("{BENCH_DATABASE_PREFIX}{}_{nanos}", std::process::id());
+    let mut admin = sqlx::PgConnection::connect(&server)
+        .await
+        .with_context(|| format!("connect to DATABASE_URL {server}"))?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await?;
+    admin.close().await?;
+    let mut url = reqwest::Url::parse(&server)?;
+    url.set_path(&format!("/{name}"));
+    std::fs::write(&marker, url.as_str())?;
+    Ok(url.into())
+}
+
+/// Databases created by benchmark runs are named with this prefix.
+const BENCH_DATABASE_PREFIX: &str = "webhook_bench_";
+
+/// Drops every benchmark database on the PostgreSQL server (if one is used).
+pub async fn drop_bench_databases() -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let Some(server) = postgres_server() else {
+        return Ok(());
+    };
+    let mut admin = sqlx::PgConnection::connect(&server).await?;
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE $1")
+            .bind(format!("{BENCH_DATABASE_PREFIX}%"))
+            .fetch_all(&mut admin)
+            .await?;
+    for name in names {
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await?;
+    }
+    admin.close().await?;
+    Ok(())
 }
 
 /// (VmRSS, VmHWM) of a process, in bytes, from /proc.

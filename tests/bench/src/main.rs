@@ -7,6 +7,7 @@
 mod ceiling;
 mod fairness;
 mod gateway;
+mod history;
 mod ingest;
 mod load;
 mod sink;
@@ -67,6 +68,22 @@ enum Scenario {
         #[arg(long, default_value_t = 10)]
         fill_seconds: u64,
     },
+    /// Ingest on a store holding many requests against an empty one, the
+    /// log query on it, and ingest while retention sweeps it.
+    History {
+        /// Requests stored first (each with a delivery and an attempt).
+        #[arg(long, default_value_t = 5_000_000)]
+        requests: u64,
+        /// Concurrent keep-alive connections.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Measurements per figure; figures are medians.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// The ceiling server (started by `ingest` as its own process).
     #[command(hide = true)]
     CeilingServer,
@@ -83,7 +100,12 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.scenario {
+        // Benchmark databases of an earlier run, on PostgreSQL (not in the
+        // ceiling server: it runs beside this process's gateways).
+        if !matches!(cli.scenario, Scenario::CeilingServer) {
+            gateway::drop_bench_databases().await?;
+        }
+        let result = match cli.scenario {
             Scenario::Fairness {
                 rate,
                 seconds,
@@ -131,8 +153,35 @@ fn main() -> ExitCode {
                     startup::run(runs, fill_seconds).await
                 }
             }
-            Scenario::CeilingServer => ceiling::serve().await,
-        }
+            Scenario::History {
+                requests,
+                connections,
+                seconds,
+                runs,
+            } => {
+                let plan = if cli.smoke {
+                    history::Plan {
+                        requests: 20_000,
+                        connections: 8,
+                        seconds: 1,
+                        runs: 1,
+                        cli_calls: 3,
+                    }
+                } else {
+                    history::Plan {
+                        requests,
+                        connections,
+                        seconds,
+                        runs,
+                        cli_calls: 20,
+                    }
+                };
+                history::run(plan).await
+            }
+            Scenario::CeilingServer => return ceiling::serve().await,
+        };
+        gateway::drop_bench_databases().await?;
+        result
     });
     match result {
         // Figures are reported, not enforced: a missed goal is printed, not failed.
