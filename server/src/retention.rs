@@ -1,6 +1,7 @@
 //! The retention task: every sweep interval, removes records older than the
-//! retention period in small batches, pausing between them so ingest keeps
-//! the writer most of the time.
+//! retention period in small batches, pausing between them (at least four
+//! times as long as the batch took) so ingest keeps the writer most of the
+//! time.
 
 use std::time::Duration;
 
@@ -9,8 +10,11 @@ use tokio_util::sync::CancellationToken;
 use crate::store::Store;
 use crate::store::model::now_micros;
 
-/// Pause between two batches of one sweep.
+/// Shortest pause between two batches of one sweep.
 const BETWEEN_BATCHES: Duration = Duration::from_millis(20);
+/// The pause is at least this many times the batch's own time, so a sweep
+/// holds the store's writer for at most a fifth of the time.
+const PAUSE_PER_BATCH_TIME: u32 = 4;
 
 /// Runs until `shutdown`: every `every`, removes what is older than `keep`.
 pub async fn run(store: Store, keep: Duration, every: Duration, shutdown: CancellationToken) {
@@ -25,6 +29,7 @@ pub async fn run(store: Store, keep: Duration, every: Duration, shutdown: Cancel
         let cutoff = now_micros().saturating_sub(keep_micros);
         let (mut requests, mut deliveries, mut attempts) = (0, 0, 0);
         loop {
+            let started = std::time::Instant::now();
             match store.sweep_older_than(cutoff).await {
                 Ok(swept) => {
                     requests += swept.requests;
@@ -39,9 +44,10 @@ pub async fn run(store: Store, keep: Duration, every: Duration, shutdown: Cancel
                     break;
                 }
             }
+            let pause = BETWEEN_BATCHES.max(started.elapsed() * PAUSE_PER_BATCH_TIME);
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(BETWEEN_BATCHES) => {}
+                _ = tokio::time::sleep(pause) => {}
             }
         }
         if requests + deliveries + attempts > 0 {

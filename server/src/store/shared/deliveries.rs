@@ -46,19 +46,11 @@ impl Store {
         let now = now_micros();
         let lease_token = format!("{worker_id}.{}", new_record_id());
         let skip = super::id_list(skip);
-        let mut tx = self.writer.begin().await?;
-        sqlx::query(q::EXPIRE_LEASES)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(q::CLAIM_DUE)
-            .bind(&lease_token)
-            .bind(now)
-            .bind(i64::from(limit))
-            .bind(skip)
-            .fetch_all(&mut *tx)
-            .await?;
-        tx.commit().await?;
+        let token = lease_token.clone();
+        let rows = super::relaxed::run_relaxed(&self.writer, move |conn| {
+            Box::pin(async move { claim_in(conn, &token, now, limit, skip).await })
+        })
+        .await?;
 
         // One query for the requests, one per distinct target.
         let requests = self
@@ -242,6 +234,34 @@ impl Store {
             .fetch_all(&self.reader)
             .await?)
     }
+}
+
+/// The claim's transaction: expired leases back to pending, then the due
+/// deliveries leased to `lease_token`. The caller runs it with relaxed
+/// durability (see `relaxed`): a claim lost to a power cut only makes its
+/// deliveries due again, and the next durable commit makes it durable too,
+/// as it follows the claim in the log.
+async fn claim_in(
+    conn: &mut DbConn,
+    lease_token: &str,
+    now: Micros,
+    limit: u32,
+    skip: super::IdList,
+) -> Result<Vec<(String, String, i64, i64)>, StoreError> {
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    sqlx::query(q::EXPIRE_LEASES)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(q::CLAIM_DUE)
+        .bind(lease_token)
+        .bind(now)
+        .bind(i64::from(limit))
+        .bind(skip)
+        .fetch_all(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(rows)
 }
 
 pub(super) async fn finish_in(

@@ -2,8 +2,8 @@
 //! batches, so the store does not grow without bound and ingest is never
 //! blocked for long. Nothing unfinished is removed.
 
-use super::Store;
 use super::queries as q;
+use super::{DbConn, Store};
 use crate::store::StoreError;
 use crate::store::model::{Micros, Swept};
 
@@ -17,6 +17,26 @@ fn first_id_at(at: Micros) -> String {
     format!("{millis:012x}{}", "0".repeat(20))
 }
 
+/// One batch of each kind, in one transaction: (attempts, deliveries,
+/// requests) removed.
+async fn sweep_in(conn: &mut DbConn, before: &str) -> Result<(u64, u64, u64), StoreError> {
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    let mut removed = [0u64; 3];
+    for (i, sql) in [q::SWEEP_ATTEMPTS, q::SWEEP_DELIVERIES, q::SWEEP_REQUESTS]
+        .into_iter()
+        .enumerate()
+    {
+        removed[i] = sqlx::query(sql)
+            .bind(before)
+            .bind(RETENTION_BATCH)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+    }
+    tx.commit().await?;
+    Ok((removed[0], removed[1], removed[2]))
+}
+
 impl Store {
     /// Removes one batch of each kind of record older than `cutoff`:
     /// attempts and deliveries that are finished, then requests with no
@@ -26,24 +46,13 @@ impl Store {
     /// The store is unavailable.
     pub async fn sweep_older_than(&self, cutoff: Micros) -> Result<Swept, StoreError> {
         let before = first_id_at(cutoff);
-        let attempts = sqlx::query(q::SWEEP_ATTEMPTS)
-            .bind(&before)
-            .bind(RETENTION_BATCH)
-            .execute(&self.writer)
-            .await?
-            .rows_affected();
-        let deliveries = sqlx::query(q::SWEEP_DELIVERIES)
-            .bind(&before)
-            .bind(RETENTION_BATCH)
-            .execute(&self.writer)
-            .await?
-            .rows_affected();
-        let requests = sqlx::query(q::SWEEP_REQUESTS)
-            .bind(&before)
-            .bind(RETENTION_BATCH)
-            .execute(&self.writer)
-            .await?
-            .rows_affected();
+        // One transaction, not synced: a batch lost to a power cut is only
+        // removed again by the next sweep.
+        let (attempts, deliveries, requests) =
+            super::relaxed::run_relaxed(&self.writer, move |conn| {
+                Box::pin(async move { sweep_in(conn, &before).await })
+            })
+            .await?;
         Ok(Swept {
             requests,
             deliveries,
