@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::util::hooks::WAIT;
+use crate::util::hooks::{WAIT, all_delivered, received_ids, stored_ids};
 use crate::util::{Gateway, TestTarget, eventually};
 
 /// Rounds of load-then-SIGKILL; `CRASH_ROUNDS` raises it for a longer local run.
@@ -90,12 +90,7 @@ async fn no_acknowledged_webhook_is_lost_to_sigkill() {
         "the load ran ({} acknowledged)",
         acked.len()
     );
-    let logged: HashSet<u64> = gateway
-        .log("source.request", 10_000)
-        .await
-        .iter()
-        .filter_map(|r| r["payload"]["id"].as_u64())
-        .collect();
+    let logged = stored_ids(&gateway).await;
     let lost: Vec<_> = acked.difference(&logged).collect();
     assert!(
         lost.is_empty(),
@@ -103,21 +98,7 @@ async fn no_acknowledged_webhook_is_lost_to_sigkill() {
         lost.len()
     );
 
-    let delivered = eventually(
-        "every acknowledged webhook to reach the target",
-        WAIT * 2,
-        || async {
-            let received: HashSet<u64> = app
-                .received()
-                .iter()
-                .filter_map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
-                .filter_map(|v| v["id"].as_u64())
-                .collect();
-            acked.is_subset(&received).then_some(received)
-        },
-    )
-    .await;
-    assert!(acked.is_subset(&delivered));
+    all_delivered(&app, &acked, WAIT * 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,15 +123,8 @@ async fn sigkill_during_delivery_duplicates_at_most_what_was_in_flight() {
     app.set_delay(Duration::ZERO);
     gateway.restart().await;
 
-    let ids = |received: &[crate::util::target::Received]| -> Vec<u64> {
-        received
-            .iter()
-            .filter_map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
-            .filter_map(|v| v["id"].as_u64())
-            .collect()
-    };
     let all = eventually("all 40 to be delivered", WAIT, || async {
-        let got = ids(&app.received());
+        let got = received_ids(&app);
         let unique: HashSet<u64> = got.iter().copied().collect();
         (unique.len() == 40).then_some(got)
     })

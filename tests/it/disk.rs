@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::util::hooks::health;
+use crate::util::hooks::{health, stored_ids};
 use crate::util::{Gateway, eventually};
 
 /// A tmpfs mounted on a temporary directory; unmounted when dropped.
@@ -64,15 +64,6 @@ async fn post(gateway: &Gateway, url: &reqwest::Url, id: u64) -> u16 {
         .unwrap()
         .status()
         .as_u16()
-}
-
-async fn stored_ids(gateway: &Gateway) -> HashSet<u64> {
-    gateway
-        .log("source.request", 10_000)
-        .await
-        .iter()
-        .filter_map(|r| r["payload"]["id"].as_u64())
-        .collect()
 }
 
 fn store_url(dir: &Path) -> String {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::Mutex;
 
-use crate::util::hooks::{WAIT, health, last_request_id, post, settled};
+use crate::util::hooks::{WAIT, all_delivered, health, last_request_id, post, settled, stored_ids};
 use crate::util::postgres::{PrivateServer, TestDatabase};
 use crate::util::{Gateway, TestTarget, eventually};
 
@@ -207,25 +207,10 @@ async fn a_stopped_postgresql_gives_503_and_recovers_without_loss() {
 
     // Nothing acknowledged is lost, and all of it reaches the target.
     let acked = acked.lock().await.clone();
-    let stored: HashSet<u64> = gateway
-        .log("source.request", 10_000)
-        .await
-        .iter()
-        .filter_map(|r| r["payload"]["id"].as_u64())
-        .collect();
+    let stored = stored_ids(&gateway).await;
     let lost: Vec<_> = acked.difference(&stored).collect();
     assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
-    let delivered = eventually("every acknowledged webhook delivered", WAIT, || async {
-        let got: HashSet<u64> = target
-            .received()
-            .iter()
-            .filter_map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
-            .filter_map(|v| v["id"].as_u64())
-            .collect();
-        acked.is_subset(&got).then_some(got)
-    })
-    .await;
-    assert!(delivered.len() >= acked.len());
+    all_delivered(&target, &acked, WAIT).await;
     eprintln!(
         "acknowledged {}, refused {}, RSS {before_kib} KiB when it stopped, {down_kib} KiB after 5 s down",
         acked.len(),

@@ -291,22 +291,8 @@ async fn sigterm_under_load_exits_0_and_loses_nothing() {
     app.set_delay(Duration::ZERO);
     gateway.restart().await;
     let acked = acked.lock().unwrap().clone();
-    let stored: HashSet<u64> = gateway
-        .log("source.request", 10_000)
-        .await
-        .iter()
-        .filter_map(|r| r["payload"]["id"].as_u64())
-        .collect();
+    let stored = crate::util::hooks::stored_ids(&gateway).await;
     let lost: Vec<_> = acked.difference(&stored).collect();
     assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
-    eventually("every acknowledged webhook delivered", WAIT, || async {
-        let got: HashSet<u64> = app
-            .received()
-            .iter()
-            .filter_map(|r| serde_json::from_slice::<Value>(&r.body).ok())
-            .filter_map(|v| v["id"].as_u64())
-            .collect();
-        acked.is_subset(&got).then_some(())
-    })
-    .await;
+    crate::util::hooks::all_delivered(&app, &acked, WAIT).await;
 }

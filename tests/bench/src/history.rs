@@ -191,44 +191,36 @@ async fn fill(url: &str, n: u64) -> anyhow::Result<()> {
         .as_millis();
     let first_ms = i64::try_from(newest_ms)? - i64::try_from(n)?;
     let padding = "x".repeat(1000);
+    // The same chunks on either connection type.
+    macro_rules! chunks {
+        ($conn:expr, $statements:expr) => {
+            for start in (0..n).step_by(FILL_CHUNK as usize) {
+                let end = (start + FILL_CHUNK).min(n) as i64 - 1;
+                let mut tx = $conn.begin().await?;
+                for sql in $statements {
+                    sqlx::query(sql)
+                        .bind(start as i64)
+                        .bind(end)
+                        .bind(first_ms)
+                        .bind(&padding)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                eprintln!("  {} of {n}", end + 1);
+            }
+        };
+    }
     if url.starts_with("sqlite:") {
         let mut conn = sqlx::SqliteConnection::connect(url).await?;
-        for start in (0..n).step_by(FILL_CHUNK as usize) {
-            let end = (start + FILL_CHUNK).min(n) as i64 - 1;
-            let mut tx = conn.begin().await?;
-            for sql in SQLITE_FILL {
-                sqlx::query(sql)
-                    .bind(start as i64)
-                    .bind(end)
-                    .bind(first_ms)
-                    .bind(&padding)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-            eprintln!("  {} of {n}", end + 1);
-        }
+        chunks!(conn, SQLITE_FILL);
         sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
             .execute(&mut conn)
             .await?;
         conn.close().await?;
     } else {
         let mut conn = sqlx::PgConnection::connect(url).await?;
-        for start in (0..n).step_by(FILL_CHUNK as usize) {
-            let end = (start + FILL_CHUNK).min(n) as i64 - 1;
-            let mut tx = conn.begin().await?;
-            for sql in POSTGRES_FILL {
-                sqlx::query(sql)
-                    .bind(start as i64)
-                    .bind(end)
-                    .bind(first_ms)
-                    .bind(&padding)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-            eprintln!("  {} of {n}", end + 1);
-        }
+        chunks!(conn, POSTGRES_FILL);
         sqlx::query("VACUUM ANALYZE").execute(&mut conn).await?;
         // Written out now, not while ingest is measured.
         sqlx::query("CHECKPOINT").execute(&mut conn).await?;

@@ -73,3 +73,41 @@ pub async fn health(gateway: &Gateway) -> (u16, Value) {
         serde_json::from_str(&response.text().await.unwrap()).unwrap(),
     )
 }
+
+/// The `"id"` of every stored request whose JSON body has one.
+pub async fn stored_ids(gateway: &Gateway) -> std::collections::HashSet<u64> {
+    gateway
+        .log("source.request", 10_000)
+        .await
+        .iter()
+        .filter_map(|r| r["payload"]["id"].as_u64())
+        .collect()
+}
+
+/// The `"id"` of every webhook a target received, in order, repeats kept.
+pub fn received_ids(target: &crate::util::TestTarget) -> Vec<u64> {
+    target
+        .received()
+        .iter()
+        .filter_map(|r| serde_json::from_slice::<Value>(&r.body).ok())
+        .filter_map(|v| v["id"].as_u64())
+        .collect()
+}
+
+/// Waits until the target has received every id in `acked`.
+pub async fn all_delivered(
+    target: &crate::util::TestTarget,
+    acked: &std::collections::HashSet<u64>,
+    timeout: Duration,
+) {
+    eventually(
+        "every acknowledged webhook to reach the target",
+        timeout,
+        || async {
+            let received: std::collections::HashSet<u64> =
+                received_ids(target).into_iter().collect();
+            acked.is_subset(&received).then_some(())
+        },
+    )
+    .await;
+}
