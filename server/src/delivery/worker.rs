@@ -29,8 +29,13 @@ const MAX_IDLE: Duration = Duration::from_secs(30);
 const MIN_IDLE: Duration = Duration::from_millis(50);
 /// Pause after a store error before claiming again.
 const STORE_RETRY: Duration = Duration::from_secs(1);
-/// Tries at recording an outcome before leaving it to lease expiry.
-const FINISH_TRIES: u32 = 5;
+/// How long the worker keeps trying to record an outcome while the store is
+/// unavailable. A lease lasts the target's timeout plus 30 s from the claim,
+/// so until then the outcome is still the live one; after that the lease
+/// expires and the delivery is tried again anyway.
+const FINISH_FOR: Duration = Duration::from_secs(25);
+/// The longest pause between two tries at recording an outcome.
+const FINISH_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// The worker and what it needs.
 #[derive(Debug, Clone)]
@@ -206,7 +211,8 @@ impl Worker {
             disable_target,
             target_failed: verdict.target_failed(),
         };
-        for attempt in 1..=FINISH_TRIES {
+        let give_up = tokio::time::Instant::now() + FINISH_FOR;
+        for attempt in 1u32.. {
             match self
                 .store
                 .finish_attempt(&claimed, outcome.clone(), self.breaker_cooldown)
@@ -230,7 +236,12 @@ impl Worker {
                 }
                 Err(e) => {
                     tracing::warn!(delivery_id = %claimed.delivery_id, try_ = attempt, error = %e, "recording attempt failed");
-                    tokio::time::sleep(STORE_RETRY * attempt).await;
+                    let pause = (STORE_RETRY * attempt).min(FINISH_RETRY_MAX);
+                    if tokio::time::Instant::now() + pause > give_up {
+                        tracing::warn!(delivery_id = %claimed.delivery_id, "attempt outcome not recorded: the lease will expire and the delivery be tried again");
+                        return;
+                    }
+                    tokio::time::sleep(pause).await;
                 }
             }
         }

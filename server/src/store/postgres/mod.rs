@@ -47,6 +47,15 @@ fn id_list(ids: &[i64]) -> IdList {
     ids.to_vec()
 }
 
+/// What the group writer does after a commit: nothing on PostgreSQL (the
+/// server checkpoints by itself).
+#[derive(Debug, Clone, Copy)]
+struct Upkeep;
+
+impl Upkeep {
+    async fn after_commit(&self, _conn: &mut DbConn) {}
+}
+
 /// How long a caller waits for a connection before the store reports itself
 /// unavailable (the server is down or every connection is busy).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -80,7 +89,7 @@ impl Store {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        let group = group::GroupWriter::start(pool.clone());
+        let group = group::GroupWriter::start(pool.clone(), Upkeep);
         Ok(Store {
             writer: pool.clone(),
             reader: pool,

@@ -74,10 +74,10 @@ fn writer_gone() -> StoreError {
 
 impl GroupWriter {
     /// Starts the writer task on `pool` (the store's single writer connection).
-    pub fn start(pool: DbPool) -> Self {
+    pub fn start(pool: DbPool, upkeep: super::Upkeep) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE);
         let last_failure = LastFailure::default();
-        tokio::spawn(run(pool, receiver, last_failure.clone()));
+        tokio::spawn(run(pool, receiver, last_failure.clone(), upkeep));
         GroupWriter {
             queue,
             last_failure,
@@ -140,11 +140,16 @@ impl GroupWriter {
     }
 }
 
-async fn run(pool: DbPool, mut receiver: mpsc::Receiver<Write>, last_failure: LastFailure) {
+async fn run(
+    pool: DbPool,
+    mut receiver: mpsc::Receiver<Write>,
+    last_failure: LastFailure,
+    upkeep: super::Upkeep,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let probes_only = batch.iter().all(|w| matches!(w, Write::Probe { .. }));
-        match commit_batch(&pool, std::mem::take(&mut batch)).await {
+        match commit_batch(&pool, std::mem::take(&mut batch), &upkeep).await {
             Err(e) => last_failure.set(&e),
             // A probe's success says little about webhooks' writes.
             Ok(()) if !probes_only => last_failure.clear(),
@@ -169,7 +174,11 @@ enum Applied {
 /// transaction by itself on some errors, disk full among them, so nothing is
 /// ever continued after a failed statement.)
 /// Returns the first failure, if any write failed.
-async fn commit_batch(pool: &DbPool, batch: Vec<Write>) -> Result<(), StoreError> {
+async fn commit_batch(
+    pool: &DbPool,
+    batch: Vec<Write>,
+    upkeep: &super::Upkeep,
+) -> Result<(), StoreError> {
     let mut conn = match pool.acquire().await {
         Ok(conn) => conn,
         Err(e) => {
@@ -197,6 +206,8 @@ async fn commit_batch(pool: &DbPool, batch: Vec<Write>) -> Result<(), StoreError
             for (write, applied) in batch.into_iter().zip(applied) {
                 answer(write, Ok(applied));
             }
+            // After the answers: nobody waits on the backend's upkeep.
+            upkeep.after_commit(&mut conn).await;
             Ok(())
         }
         Err(e) => {

@@ -95,8 +95,9 @@ impl Store {
             .acquire_timeout(BUSY_TIMEOUT)
             .connect_with(options.clone())
             .await?;
-        tokio::spawn(checkpoint_wal(checkpointer.clone()));
-        let group = group::GroupWriter::start(writer.clone());
+        let upkeep = Upkeep::default();
+        tokio::spawn(checkpoint_wal(checkpointer.clone(), upkeep.clone()));
+        let group = group::GroupWriter::start(writer.clone(), upkeep);
         Ok(Store {
             writer,
             reader,
@@ -133,12 +134,41 @@ impl Store {
 }
 
 /// How often the WAL is copied back into the database file.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
+
+/// Frames in the WAL past which it should start again from its beginning.
+const WAL_RESTART_FRAMES: i64 = 4096;
+
+/// What the group writer does after a commit: when the background
+/// checkpoint has found the WAL long, the writer copies the few frames
+/// written since (PASSIVE, on its own connection), so that its next
+/// transaction starts the WAL again from the beginning. Under steady load
+/// the background checkpoint alone never catches up with the writer, and a
+/// WAL that only grows makes the file system allocate (and zero) new blocks
+/// for every frame.
+#[derive(Debug, Clone, Default)]
+struct Upkeep {
+    restart_wanted: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Upkeep {
+    async fn after_commit(&self, conn: &mut DbConn) {
+        use std::sync::atomic::Ordering;
+        if self.restart_wanted.swap(false, Ordering::Relaxed)
+            && let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&mut *conn)
+                .await
+        {
+            tracing::debug!(error = %e, "WAL checkpoint by the writer skipped");
+        }
+    }
+}
 
 /// Copies committed WAL frames into the database file in the background
 /// (PASSIVE: never waits for, nor blocks, the writer), so the WAL stays small
-/// without a commit ever paying for a checkpoint. Ends when the pool closes.
-async fn checkpoint_wal(pool: SqlitePool) {
+/// without a commit ever paying for a checkpoint; asks the writer to finish
+/// the job when the WAL is long. Ends when the pool closes.
+async fn checkpoint_wal(pool: SqlitePool, upkeep: Upkeep) {
     let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -146,14 +176,24 @@ async fn checkpoint_wal(pool: SqlitePool) {
         if pool.is_closed() {
             return;
         }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&pool)
+        // (busy, frames in the WAL, frames checkpointed)
+        match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&pool)
             .await
         {
-            if pool.is_closed() {
-                return;
+            Ok((_, frames, _)) => {
+                if frames >= WAL_RESTART_FRAMES {
+                    upkeep
+                        .restart_wanted
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
             }
-            tracing::debug!(error = %e, "WAL checkpoint skipped");
+            Err(e) => {
+                if pool.is_closed() {
+                    return;
+                }
+                tracing::debug!(error = %e, "WAL checkpoint skipped");
+            }
         }
     }
 }
