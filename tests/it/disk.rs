@@ -221,6 +221,8 @@ async fn a_disk_gone_read_only_gives_503_and_loses_nothing() {
     let (status, body) = health(&gateway).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["status"], "degraded", "{body}");
+    let rss_kib = gateway.rss_kib();
+    assert!(rss_kib < 64 * 1024, "memory bounded: {rss_kib} KiB");
 
     // A read-only ext4 only comes back through the operator: the gateway
     // is stopped (here as abruptly as possible), the disk checked and
