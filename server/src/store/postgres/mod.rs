@@ -118,6 +118,30 @@ impl Store {
 #[cfg(test)]
 type TestKeep = ();
 
+/// Removes the schemas of test stores made over an hour ago (their names
+/// start with a UUIDv7, whose first 12 hex digits are the time in ms), so
+/// the test server does not fill up; a running test's schema is younger.
+#[cfg(test)]
+async fn drop_old_test_schemas(admin: &sqlx::PgPool) {
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'store_test_%'")
+            .fetch_all(admin)
+            .await
+            .unwrap_or_default();
+    let hour_ago = super::model::now_micros() / 1000 - 3_600_000;
+    for name in names {
+        let made = name
+            .strip_prefix("store_test_")
+            .and_then(|id| id.get(..12))
+            .and_then(|ms| i64::from_str_radix(ms, 16).ok());
+        if made.is_some_and(|ms| ms < hour_ago) {
+            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                .execute(admin)
+                .await;
+        }
+    }
+}
+
 /// A fresh store in a schema of its own on the test server
 /// (`TEST_DATABASE_URL`, by default the local server's `test` database).
 #[cfg(test)]
@@ -132,6 +156,7 @@ async fn test_store() -> (TestKeep, Store) {
         .execute(&admin)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    drop_old_test_schemas(&admin).await;
     admin.close().await;
     let options = PgConnectOptions::from_str(&url)
         .unwrap_or_else(|e| panic!("{e}"))
