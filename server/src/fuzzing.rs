@@ -15,6 +15,15 @@ use crate::delivery::{RetrySpec, Verdict, delay_after, next_step, parse_schedule
 use crate::ingest::{check_basic, verify_github_signature};
 use crate::store::model::{AttemptResponse, RetryPolicy, Source, SourceAuth};
 
+/// `Basic base64(user:password)`.
+fn basic(user: &str, password: &str) -> String {
+    let token = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("{user}:{password}"),
+    );
+    format!("Basic {token}")
+}
+
 /// Splits fuzz input into `n` parts at newlines (the last takes the rest).
 fn parts(data: &[u8], n: usize) -> Vec<&[u8]> {
     let mut parts: Vec<&[u8]> = data.splitn(n, |b| *b == b'\n').collect();
@@ -63,11 +72,7 @@ pub fn signature_headers(data: &[u8]) {
     }
     let _ = check_basic(&source, &headers);
     let mut good = HeaderMap::new();
-    let token = base64::Engine::encode(
-        &base64::engine::general_purpose::STANDARD,
-        format!("{}:{}", source.username, source.password),
-    );
-    if let Ok(value) = HeaderValue::from_str(&format!("Basic {token}")) {
+    if let Ok(value) = HeaderValue::from_str(&basic(&source.username, &source.password)) {
         good.insert("authorization", value);
         if !source.username.contains(':') {
             assert!(check_basic(&source, &good).is_ok(), "the right credentials");
@@ -120,12 +125,11 @@ pub fn retry_parsers(data: &[u8]) {
 }
 
 /// A running ingest server on 127.0.0.1 with source 1 (credentials in
-/// `auth`), on a SQLite store in a temporary directory.
+/// `auth`), on a SQLite store of this process in the temporary directory.
 struct IngestHarness {
     runtime: tokio::runtime::Runtime,
     addr: std::net::SocketAddr,
     auth: String,
-    _dir: tempfile::TempDir,
 }
 
 fn ingest_harness() -> &'static IngestHarness {
@@ -136,8 +140,11 @@ fn ingest_harness() -> &'static IngestHarness {
             .enable_all()
             .build()
             .unwrap_or_else(|e| panic!("runtime: {e}"));
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temporary directory: {e}"));
-        let url = format!("sqlite://{}", dir.path().join("fuzz.db").display());
+        let path = std::env::temp_dir().join(format!("webhook-fuzz-{}.db", std::process::id()));
+        for stale in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{stale}", path.display()));
+        }
+        let url = format!("sqlite://{}", path.display());
         let (addr, auth) = runtime.block_on(async {
             let store = crate::store::Store::open(&url)
                 .await
@@ -169,17 +176,12 @@ fn ingest_harness() -> &'static IngestHarness {
             };
             let stop = tokio_util::sync::CancellationToken::new();
             tokio::spawn(crate::ingest::serve(listener, state, stop));
-            let token = base64::Engine::encode(
-                &base64::engine::general_purpose::STANDARD,
-                format!("{}:{}", source.username, source.password),
-            );
-            (addr, format!("Basic {token}"))
+            (addr, basic(&source.username, &source.password))
         });
         IngestHarness {
             runtime,
             addr,
             auth,
-            _dir: dir,
         }
     })
 }

@@ -44,14 +44,7 @@ async fn malformed_and_oversized_requests_get_a_4xx() {
     let gateway = Gateway::start().await;
     let (id, url) = gateway.add_source("Github", &[]).await;
     let parsed = reqwest::Url::parse(&url).unwrap();
-    let auth = {
-        use base64::Engine;
-        base64::engine::general_purpose::STANDARD.encode(format!(
-            "{}:{}",
-            parsed.username(),
-            parsed.password().unwrap()
-        ))
-    };
+    let auth = basic_token(&parsed);
 
     let line = raw(&gateway, b"GARBAGE\r\n\r\n").await;
     assert_eq!(status_of(&line), 400, "{line:?}");
@@ -107,14 +100,7 @@ async fn a_body_that_never_ends_gets_408() {
     let gateway = Gateway::start_with(&[("BODY_TIMEOUT", "500ms")]).await;
     let (id, url) = gateway.add_source("Github", &[]).await;
     let parsed = reqwest::Url::parse(&url).unwrap();
-    let auth = {
-        use base64::Engine;
-        base64::engine::general_purpose::STANDARD.encode(format!(
-            "{}:{}",
-            parsed.username(),
-            parsed.password().unwrap()
-        ))
-    };
+    let auth = basic_token(&parsed);
     let mut stream = TcpStream::connect(gateway.http_addr).await.unwrap();
     let head = format!(
         "POST /{id} HTTP/1.1\r\nhost: x\r\nauthorization: Basic {auth}\r\ntransfer-encoding: chunked\r\n\r\n"
@@ -135,4 +121,14 @@ async fn a_body_that_never_ends_gets_408() {
     assert_eq!(status_of(&line), 408, "{line:?}");
     assert!(gateway.log("source.request", 10).await.is_empty());
     still_healthy(&gateway).await;
+}
+
+/// The base64 of an ingest URL's `user:password`, for raw requests.
+fn basic_token(url: &reqwest::Url) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        url.username(),
+        url.password().unwrap()
+    ))
 }

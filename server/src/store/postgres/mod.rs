@@ -14,8 +14,6 @@ mod group;
 #[path = "../shared/health.rs"]
 mod health;
 mod queries;
-#[path = "../shared/relaxed.rs"]
-mod relaxed;
 #[path = "../shared/requests.rs"]
 mod requests;
 #[path = "../shared/retention.rs"]
@@ -165,39 +163,4 @@ async fn test_store() -> (TestKeep, Store) {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     ((), store)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::test_fixtures::{request, store_with_targets};
-    use crate::store::model::{RetryPolicy, new_record_id};
-
-    #[tokio::test]
-    async fn connections_are_back_to_synchronous_commit_after_a_claim() {
-        let (_keep, store) = store_with_targets(&[(RetryPolicy::None, 8)]).await;
-        store
-            .ingest(&request())
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let claimed = store
-            .claim_due_deliveries(&new_record_id(), 10, &[])
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(claimed.len(), 1);
-        // Every connection of the pool (the claim's among them) says on.
-        let mut conns = Vec::new();
-        for _ in 0..store.writer.size() {
-            let mut conn = store
-                .writer
-                .acquire()
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            let setting: String = sqlx::query_scalar("SHOW synchronous_commit")
-                .fetch_one(&mut *conn)
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(setting, "on");
-            conns.push(conn);
-        }
-    }
 }

@@ -4,12 +4,6 @@ pub const PING: &str = "SELECT 1";
 /// A write transaction (READ COMMITTED; every statement of the writer's
 /// batches is fenced or keyed, so no stronger isolation is needed).
 pub const BEGIN_WRITE: &str = "BEGIN";
-/// Around a claim's or a retention batch's transaction: a claim's COMMIT does not wait for the
-/// server's WAL flush. Lost to a server crash, its deliveries are only due
-/// again; any later synchronous commit flushes the WAL past it.
-pub const RELAXED_DURABILITY: &str = "SET synchronous_commit = off";
-/// Back to the server's own setting for every other write.
-pub const FULL_DURABILITY: &str = "RESET synchronous_commit";
 /// The health check's durable write.
 pub const HEALTH_PROBE: &str = "INSERT INTO health_probe (id, checked_at) VALUES (1, $1) \
     ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at";

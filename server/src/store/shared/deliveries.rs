@@ -46,11 +46,10 @@ impl Store {
         let now = now_micros();
         let lease_token = format!("{worker_id}.{}", new_record_id());
         let skip = super::id_list(skip);
-        let token = lease_token.clone();
-        let rows = super::relaxed::run_relaxed(&self.writer, move |conn| {
-            Box::pin(async move { claim_in(conn, &token, now, limit, skip).await })
-        })
-        .await?;
+        let rows = {
+            let mut conn = self.writer.acquire().await?;
+            claim_in(&mut conn, &lease_token, now, limit, skip).await?
+        };
 
         // One query for the requests, one per distinct target.
         let requests = self
@@ -237,10 +236,7 @@ impl Store {
 }
 
 /// The claim's transaction: expired leases back to pending, then the due
-/// deliveries leased to `lease_token`. The caller runs it with relaxed
-/// durability (see `relaxed`): a claim lost to a power cut only makes its
-/// deliveries due again, and the next durable commit makes it durable too,
-/// as it follows the claim in the log.
+/// deliveries leased to `lease_token`.
 async fn claim_in(
     conn: &mut DbConn,
     lease_token: &str,

@@ -46,13 +46,10 @@ impl Store {
     /// The store is unavailable.
     pub async fn sweep_older_than(&self, cutoff: Micros) -> Result<Swept, StoreError> {
         let before = first_id_at(cutoff);
-        // One transaction, not synced: a batch lost to a power cut is only
-        // removed again by the next sweep.
-        let (attempts, deliveries, requests) =
-            super::relaxed::run_relaxed(&self.writer, move |conn| {
-                Box::pin(async move { sweep_in(conn, &before).await })
-            })
-            .await?;
+        let (attempts, deliveries, requests) = {
+            let mut conn = self.writer.acquire().await?;
+            sweep_in(&mut conn, &before).await?
+        };
         Ok(Swept {
             requests,
             deliveries,

@@ -13,8 +13,6 @@ mod group;
 #[path = "../shared/health.rs"]
 mod health;
 mod queries;
-#[path = "../shared/relaxed.rs"]
-mod relaxed;
 #[path = "../shared/requests.rs"]
 mod requests;
 #[path = "../shared/retention.rs"]
@@ -209,30 +207,4 @@ async fn test_store() -> (TestKeep, Store) {
     let url = format!("sqlite://{}", dir.path().join("test.db").display());
     let store = Store::open(&url).await.unwrap_or_else(|e| panic!("{e}"));
     (dir, store)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::test_fixtures::{request, store_with_targets};
-    use crate::store::model::{RetryPolicy, new_record_id};
-
-    #[tokio::test]
-    async fn the_writer_is_back_to_full_durability_after_a_claim() {
-        let (_dir, store) = store_with_targets(&[(RetryPolicy::None, 8)]).await;
-        store
-            .ingest(&request())
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let claimed = store
-            .claim_due_deliveries(&new_record_id(), 10, &[])
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(claimed.len(), 1);
-        // 2 is FULL: every ingest and outcome is synced before it is answered.
-        let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
-            .fetch_one(&store.writer)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(level, 2);
-    }
 }

@@ -4,13 +4,6 @@ pub const PING: &str = "SELECT 1";
 /// A write transaction that takes the write lock at once, so a locked store
 /// fails here rather than at the first write.
 pub const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
-/// Around a claim's or a retention batch's transaction (it may not change inside one): a claim is
-/// committed without waiting for the disk. Lost to a power cut, its
-/// deliveries are only due again; any later durable commit (every ingest
-/// and outcome is one) syncs the log up to and including it.
-pub const RELAXED_DURABILITY: &str = "PRAGMA synchronous = NORMAL";
-/// Back to what every other write needs: synced before COMMIT returns.
-pub const FULL_DURABILITY: &str = "PRAGMA synchronous = FULL";
 /// The health check's durable write.
 pub const HEALTH_PROBE: &str = "INSERT INTO health_probe (id, checked_at) VALUES (1, ?) \
     ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at";
