@@ -170,7 +170,6 @@ fn ingest_harness() -> &'static IngestHarness {
             let state = crate::ingest::IngestState {
                 store,
                 bus: crate::logbus::LogBus::new(16),
-                wake_worker: std::sync::Arc::new(tokio::sync::Notify::new()),
                 max_body_size: 64 * 1024,
                 body_timeout: Duration::from_secs(1),
             };

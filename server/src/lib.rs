@@ -122,7 +122,6 @@ pub async fn run(
     let ingest_state = ingest::IngestState {
         store: store.clone(),
         bus: bus.clone(),
-        wake_worker: wake_worker.clone(),
         max_body_size: config.max_body_size,
         body_timeout: config.body_timeout,
     };

@@ -1,10 +1,11 @@
-//! The delivery worker: claims due deliveries, sends them concurrently,
-//! records each outcome and schedules the next attempt.
+//! The delivery worker: sends the deliveries the store's writer claims for
+//! it (see `store::dispatch`) concurrently, records each outcome and
+//! schedules the next attempt.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -14,20 +15,16 @@ use super::rate::RateLimiter;
 use super::send::send_attempt;
 use crate::logbus::LogBus;
 use crate::store::Store;
+use crate::store::dispatch::{self, Slots};
 use crate::store::model::{AttemptOutcome, ClaimedDelivery, LogRecord, new_record_id, now_micros};
 
-/// Deliveries claimed in one store round trip.
-const CLAIM_BATCH: usize = 64;
-/// Free slots worth a claim while attempts are in flight...
-const MIN_CLAIM: usize = 16;
-/// ...or how long to wait for that many before claiming fewer.
-const BATCH_WAIT: Duration = Duration::from_millis(2);
-/// The longest the worker sleeps without looking at the store.
-const MAX_IDLE: Duration = Duration::from_secs(30);
-/// The shortest pause when due work could not be claimed (every due target
-/// is at its in-flight or rate limit); finishing attempts wake it sooner.
-const MIN_IDLE: Duration = Duration::from_millis(50);
-/// Pause after a store error before claiming again.
+/// The longest the worker goes without looking at the store for deliveries
+/// falling due (new webhooks and outcomes claim on their own).
+const MAX_IDLE: Duration = Duration::from_secs(1);
+/// After a claim found nothing more due, when to look for the next delivery
+/// falling due (a retry, the end of a breaker's cool-down).
+const LOOK_AFTER: Duration = Duration::from_millis(10);
+/// Pause after a store error before looking again.
 const STORE_RETRY: Duration = Duration::from_secs(1);
 /// How long the worker keeps trying to record an outcome while the store is
 /// unavailable. A lease lasts the target's timeout plus 30 s from the claim,
@@ -43,12 +40,18 @@ pub struct Worker {
     pub store: Store,
     pub bus: LogBus,
     pub clients: HttpClients,
-    /// Woken when deliveries are created or rescheduled.
+    /// Woken when deliveries are created or rescheduled outside a webhook's
+    /// commit (resends, re-enabled targets).
     pub wake: Arc<Notify>,
     /// Attempts in flight at once, over all targets.
     pub concurrency: usize,
     /// The first cool-down of a target's circuit breaker.
     pub breaker_cooldown: Duration,
+}
+
+/// The earlier of two optional instants.
+fn earliest(a: Option<Instant>, b: Instant) -> Option<Instant> {
+    Some(a.map_or(b, |a| a.min(b)))
 }
 
 impl Worker {
@@ -57,82 +60,44 @@ impl Worker {
     /// untried.
     pub async fn run(self, shutdown: CancellationToken, grace: Duration) {
         let worker_id = new_record_id();
-        let permits = Arc::new(Semaphore::new(self.concurrency));
+        let (handle, mut feed) = dispatch::channel(&worker_id, self.concurrency);
+        if let Err(e) = self.store.dispatch_to(Some(Arc::new(handle))).await {
+            tracing::error!(error = %e, "worker: the store's writer is gone");
+            return;
+        }
         let limiter = Arc::new(Mutex::new(RateLimiter::default()));
         let mut in_flight = JoinSet::new();
+        // Deliveries may be due from before the start: look at once.
+        let mut look_at = Some(Instant::now());
         loop {
             while in_flight.try_join_next().is_some() {}
-            if shutdown.is_cancelled() {
-                break;
-            }
-            let available = permits.available_permits().min(CLAIM_BATCH);
-            // Under load, claim in batches (one claim, one commit, for many
-            // deliveries) rather than one slot at a time.
-            if available == 0 {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = in_flight.join_next() => continue,
-                }
-            }
-            if available < MIN_CLAIM.min(self.concurrency) && !in_flight.is_empty() {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = in_flight.join_next() => continue,
-                    _ = tokio::time::sleep(BATCH_WAIT) => {}
-                }
-            }
-            let (skip, refill) = limiter
-                .lock()
-                .map(|mut l| l.exhausted(Instant::now()))
-                .unwrap_or_default();
-            let claimed = match self
-                .store
-                .claim_due_deliveries(&worker_id, available as u32, &skip)
-                .await
-            {
-                Ok(claimed) => claimed,
-                Err(e) => {
-                    tracing::warn!(error = %e, "worker: claiming deliveries failed");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(STORE_RETRY) => continue,
-                    }
-                }
-            };
-            let claimed_count = claimed.len();
-            for delivery in claimed {
-                if let Some(wait) = self.rate_limited(&limiter, &delivery) {
-                    let due = now_micros() + i64::try_from(wait.as_micros()).unwrap_or(i64::MAX);
-                    if let Err(e) = self.store.unclaim(&delivery, due).await {
-                        tracing::warn!(error = %e, "worker: giving back a rate-limited delivery failed");
-                    }
-                    continue;
-                }
-                let Ok(permit) = permits.clone().try_acquire_owned() else {
-                    break;
-                };
-                let worker = self.clone();
-                in_flight.spawn(async move {
-                    worker.deliver(delivery).await;
-                    drop(permit);
-                });
-            }
-            if claimed_count == available {
-                continue;
-            }
-            let mut idle = self.idle_time(&skip).await;
-            if let Some(refill) = refill {
-                idle = idle.min(refill);
-            }
-            if claimed_count == 0 {
-                idle = idle.max(MIN_IDLE);
-            }
+            let deadline = look_at.unwrap_or_else(|| Instant::now() + MAX_IDLE);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(idle) => {}
+                Some(dispatched) = feed.receiver.recv() => {
+                    for delivery in dispatched.deliveries {
+                        self.start(delivery, &limiter, &feed.slots, &mut in_flight).await;
+                    }
+                    if let Some(refill) = self.update_skip(&limiter, &feed.slots) {
+                        look_at = earliest(look_at, Instant::now() + refill);
+                    }
+                    if dispatched.exhausted {
+                        look_at = earliest(look_at, Instant::now() + LOOK_AFTER);
+                    }
+                }
+                _ = self.wake.notified() => self.store.kick(),
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    look_at = self.look(&limiter, &feed.slots).await;
+                }
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
             }
         }
+        // No claims for this worker from here on; what was handed over and
+        // not started yet is given back with the leases below.
+        if let Err(e) = self.store.dispatch_to(None).await {
+            tracing::warn!(error = %e, "worker: the store's writer is gone");
+        }
+        drop(feed);
         if !in_flight.is_empty() {
             tracing::info!(in_flight = in_flight.len(), grace = %humantime::format_duration(grace), "worker: draining");
             let drained = tokio::time::timeout(grace, async {
@@ -155,6 +120,76 @@ impl Worker {
         }
     }
 
+    /// Starts an attempt, or gives the delivery back if its target is over
+    /// its rate limit.
+    async fn start(
+        &self,
+        delivery: ClaimedDelivery,
+        limiter: &Mutex<RateLimiter>,
+        slots: &Arc<Slots>,
+        in_flight: &mut JoinSet<()>,
+    ) {
+        if let Some(wait) = self.rate_limited(limiter, &delivery) {
+            let due = now_micros() + i64::try_from(wait.as_micros()).unwrap_or(i64::MAX);
+            if let Err(e) = self.store.unclaim(&delivery, due).await {
+                tracing::warn!(error = %e, "worker: giving back a rate-limited delivery failed");
+            }
+            slots.release(1);
+            return;
+        }
+        let worker = self.clone();
+        let slots = slots.clone();
+        in_flight.spawn(async move {
+            // A recorded outcome frees its slot in the commit that records
+            // it; one given up on frees it here.
+            if !worker.deliver(delivery).await {
+                slots.release(1);
+            }
+        });
+    }
+
+    /// Tells the writer which targets are over their rate limit; returns
+    /// how long until the first of them has room again.
+    fn update_skip(&self, limiter: &Mutex<RateLimiter>, slots: &Slots) -> Option<Duration> {
+        let (skip, refill) = limiter
+            .lock()
+            .map(|mut l| l.exhausted(Instant::now()))
+            .unwrap_or_default();
+        slots.set_skip(skip);
+        refill
+    }
+
+    /// Looks for deliveries due now (and has them claimed) or later;
+    /// returns when to look again.
+    async fn look(&self, limiter: &Mutex<RateLimiter>, slots: &Slots) -> Option<Instant> {
+        let refill = self.update_skip(limiter, slots);
+        let now = Instant::now();
+        let next = match self.store.next_due_at(&slots.skip()).await {
+            Ok(Some(due)) => {
+                let wait = due.saturating_sub(now_micros());
+                if wait <= 0 {
+                    if slots.free() > 0 {
+                        self.store.kick();
+                    }
+                    // A claim answers; if every slot is taken, finishing
+                    // attempts claim again.
+                    None
+                } else {
+                    Some(now + Duration::from_micros(wait.unsigned_abs()).min(MAX_IDLE))
+                }
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "worker: looking for due deliveries failed");
+                Some(now + STORE_RETRY)
+            }
+        };
+        match (next, refill) {
+            (next, Some(refill)) => earliest(next, now + refill),
+            (next, None) => next,
+        }
+    }
+
     /// How long until the target of `delivery` may be sent to again, if it
     /// is over its rate limit now.
     fn rate_limited(
@@ -169,20 +204,9 @@ impl Worker {
             .err()
     }
 
-    /// How long to sleep when nothing is due now.
-    async fn idle_time(&self, skip: &[i64]) -> Duration {
-        match self.store.next_due_at(skip).await {
-            Ok(Some(due)) => {
-                let wait = due.saturating_sub(now_micros()).max(0);
-                Duration::from_micros(wait as u64).min(MAX_IDLE)
-            }
-            Ok(None) => MAX_IDLE,
-            Err(_) => STORE_RETRY,
-        }
-    }
-
-    /// Sends one attempt and records what came of it.
-    async fn deliver(&self, claimed: ClaimedDelivery) {
+    /// Sends one attempt and records what came of it; false if the outcome
+    /// could not be recorded (the lease will expire).
+    async fn deliver(&self, claimed: ClaimedDelivery) -> bool {
         let settings = &claimed.target.settings;
         let client = self.clients.for_target(settings.follow_redirects);
         let (outcome, elapsed) = send_attempt(client, &claimed).await;
@@ -226,24 +250,23 @@ impl Worker {
                         "attempt recorded"
                     );
                     self.bus.publish(LogRecord::Attempt(record));
-                    // A slot is free, and the breaker or a retry may have moved.
-                    self.wake.notify_one();
-                    return;
+                    return true;
                 }
                 Ok(None) => {
                     tracing::info!(delivery_id = %claimed.delivery_id, "attempt outcome dropped: lease lost");
-                    return;
+                    return true;
                 }
                 Err(e) => {
                     tracing::warn!(delivery_id = %claimed.delivery_id, try_ = attempt, error = %e, "recording attempt failed");
                     let pause = (STORE_RETRY * attempt).min(FINISH_RETRY_MAX);
                     if tokio::time::Instant::now() + pause > give_up {
                         tracing::warn!(delivery_id = %claimed.delivery_id, "attempt outcome not recorded: the lease will expire and the delivery be tried again");
-                        return;
+                        return false;
                     }
                     tokio::time::sleep(pause).await;
                 }
             }
         }
+        false
     }
 }

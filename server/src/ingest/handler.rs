@@ -125,10 +125,9 @@ pub async fn ingest(
         resent_from: None,
     };
     match state.store.ingest(&stored).await {
+        // The commit that stored it also claimed its deliveries for the
+        // worker, as far as it has room.
         Ok(deliveries) => {
-            if deliveries > 0 {
-                state.wake_worker.notify_one();
-            }
             tracing::debug!(request_id = %stored.id, source_id, deliveries, "request stored");
             state.bus.publish(LogRecord::Request(stored));
         }

@@ -7,12 +7,10 @@ mod reply;
 pub use auth::{AuthFailure, check_basic, check_signature, verify_github_signature};
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{any, get};
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::logbus::LogBus;
@@ -23,8 +21,6 @@ use crate::store::Store;
 pub struct IngestState {
     pub store: Store,
     pub bus: LogBus,
-    /// Woken after a commit that created deliveries.
-    pub wake_worker: Arc<Notify>,
     pub max_body_size: usize,
     /// Longest a body may take to arrive.
     pub body_timeout: std::time::Duration,

@@ -8,6 +8,7 @@
 // its own `Db`, connection and `queries`: one source, two instantiations.
 #![allow(clippy::duplicate_mod)]
 
+pub mod dispatch;
 pub mod model;
 mod postgres;
 mod rows;
@@ -89,6 +90,14 @@ impl Store {
         }
     }
 
+    /// Asks the next write batch to claim due deliveries for the worker.
+    pub fn kick(&self) {
+        match self {
+            Store::Sqlite(s) => s.kick(),
+            Store::Postgres(s) => s.kick(),
+        }
+    }
+
     /// Closes the store, waiting for running statements.
     pub async fn close(&self) {
         match self {
@@ -161,6 +170,8 @@ delegate! {
     fn release_leases(&self, worker_id: &str) -> u64;
     /// Claims due deliveries under a new lease of `worker_id`.
     fn claim_due_deliveries(&self, worker_id: &str, limit: u32, skip: &[i64]) -> Vec<ClaimedDelivery>;
+    /// Hands the claims of every write batch to a worker (or to none).
+    fn dispatch_to(&self, handle: Option<Arc<dispatch::DispatchHandle>>) -> ();
     /// Gives a claimed delivery back without trying it.
     fn unclaim(&self, claimed: &ClaimedDelivery, next_run_at: Micros) -> ();
     /// When the worker should look for due deliveries again, if ever.

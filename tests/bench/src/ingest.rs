@@ -26,6 +26,8 @@ struct Run {
     ingest_p99: f64,
     delivery_rps: f64,
     sustained_rps: f64,
+    delivered_in_load: f64,
+    drain_rps: f64,
     half_ack_p50: f64,
     half_ack_p99: f64,
     half_e2e_p50: f64,
@@ -84,8 +86,13 @@ async fn one_run(plan: Plan) -> anyhow::Result<Run> {
     check(&out, "ingest with delivery")?;
     run.delivery_rps = out.rate();
     let expected = out.acked as usize;
+    let delivered_in_load = sink.count();
+    run.delivered_in_load = delivered_in_load as f64 / expected.max(1) as f64;
     // Deliveries per second from the first request to the last delivery.
     let drained = wait_for(&sink, expected, Duration::from_secs(120)).await;
+    if let Some(drain) = drained {
+        run.drain_rps = (expected - delivered_in_load) as f64 / drain.as_secs_f64().max(1e-9);
+    }
     run.sustained_rps = match drained {
         Some(_) => expected as f64 / started.elapsed().as_secs_f64().max(1e-9),
         None => 0.0,
@@ -202,6 +209,18 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
         sustained,
         "req/s",
         Some(sustained / ceiling),
+    );
+    row(
+        "  delivered while the load ran, % of acked",
+        median(&runs, |r| r.delivered_in_load * 100.0),
+        "%",
+        None,
+    );
+    row(
+        "  deliveries/s after the load stopped",
+        median(&runs, |r| r.drain_rps),
+        "req/s",
+        None,
     );
     row(
         "at half that load: ack p50",

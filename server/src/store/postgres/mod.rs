@@ -87,12 +87,13 @@ impl Store {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        let group = group::GroupWriter::start(pool.clone(), Upkeep);
+        let routing = routing::RoutingCache::default();
+        let group = group::GroupWriter::start(pool.clone(), Upkeep, routing.generation());
         Ok(Store {
             writer: pool.clone(),
             reader: pool,
             group,
-            routing: routing::RoutingCache::default(),
+            routing,
         })
     }
 

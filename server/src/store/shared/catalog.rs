@@ -157,6 +157,8 @@ impl Store {
             .execute(&self.writer)
             .await?
             .rows_affected();
+        // Claims must see the breaker closed.
+        self.routing.invalidate();
         Ok(updated > 0)
     }
 
@@ -170,7 +172,10 @@ impl Store {
             .await?;
         let mut targets = Vec::with_capacity(rows.len());
         for row in rows {
-            let routes = self.target_routes(row.id).await?;
+            let routes = sqlx::query_scalar(q::SELECT_TARGET_SOURCES)
+                .bind(row.id)
+                .fetch_all(&self.reader)
+                .await?;
             targets.push(row.into_target(routes)?);
         }
         Ok(targets)
@@ -181,24 +186,8 @@ impl Store {
     /// # Errors
     /// The store is unavailable.
     pub async fn get_target(&self, id: i64) -> Result<Option<Target>, StoreError> {
-        let row: Option<TargetRow> = sqlx::query_as(q::SELECT_TARGET)
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await?;
-        match row {
-            Some(row) => {
-                let routes = self.target_routes(id).await?;
-                Ok(Some(row.into_target(routes)?))
-            }
-            None => Ok(None),
-        }
-    }
-
-    async fn target_routes(&self, id: i64) -> Result<Vec<i64>, StoreError> {
-        Ok(sqlx::query_scalar(q::SELECT_TARGET_SOURCES)
-            .bind(id)
-            .fetch_all(&self.reader)
-            .await?)
+        let mut conn = self.reader.acquire().await?;
+        target_in(&mut conn, id).await
     }
 
     /// Deliveries of a target that are not finished yet.
@@ -301,4 +290,20 @@ async fn write_target(
         .execute(conn)
         .await?
         .rows_affected())
+}
+
+/// One target with its routes, on the caller's connection.
+pub(super) async fn target_in(conn: &mut DbConn, id: i64) -> Result<Option<Target>, StoreError> {
+    let row: Option<TargetRow> = sqlx::query_as(q::SELECT_TARGET)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let routes: Vec<i64> = sqlx::query_scalar(q::SELECT_TARGET_SOURCES)
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(Some(row.into_target(routes)?))
 }

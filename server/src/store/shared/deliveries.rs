@@ -7,11 +7,13 @@ use super::{Db, DbConn};
 use sqlx::QueryBuilder;
 
 use super::Store;
+use super::catalog::target_in;
 use super::queries as q;
+use super::requests::requests_in;
 use crate::store::StoreError;
 use crate::store::model::{
     AttemptOutcome, AttemptRecord, AttemptState, Breaker, ClaimedDelivery, DeliveryFilter,
-    DeliverySummary, Micros, new_record_id, now_micros,
+    DeliverySummary, Micros, StoredRequest, new_record_id, now_micros,
 };
 use crate::store::rows::{AttemptRow, DeliveryRow, encode_headers};
 
@@ -43,49 +45,39 @@ impl Store {
         limit: u32,
         skip: &[i64],
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
-        let now = now_micros();
-        let lease_token = format!("{worker_id}.{}", new_record_id());
-        let skip = super::id_list(skip);
-        let rows = {
-            let mut conn = self.writer.acquire().await?;
-            claim_in(&mut conn, &lease_token, now, limit, skip).await?
-        };
-
-        // One query for the requests, one per distinct target.
-        let requests = self
-            .get_requests(rows.iter().map(|(_, request_id, _, _)| request_id.as_str()))
-            .await?;
+        let mut conn = self.writer.acquire().await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        let no_fresh = std::collections::HashMap::new();
         let mut targets = std::collections::HashMap::new();
-        for (_, _, target_id, _) in &rows {
-            if !targets.contains_key(target_id) {
-                targets.insert(*target_id, self.get_target(*target_id).await?);
-            }
-        }
-        let mut claimed = Vec::with_capacity(rows.len());
-        for (delivery_id, request_id, target_id, attempt) in rows {
-            // Several deliveries of one request share it (the body is Bytes).
-            let request = requests.get(&request_id).cloned();
-            let target = targets.get(&target_id).cloned().flatten();
-            let (Some(request), Some(target)) = (request, target) else {
-                // Removed between claim and load: nothing left to send.
-                tracing::warn!(%delivery_id, "claimed delivery lost its request or target: cancelled");
-                sqlx::query(q::CANCEL_CLAIMED)
-                    .bind(now_micros())
-                    .bind(&delivery_id)
-                    .bind(&lease_token)
-                    .execute(&self.writer)
-                    .await?;
-                continue;
-            };
-            claimed.push(ClaimedDelivery {
-                delivery_id,
-                lease_token: lease_token.clone(),
-                attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
-                request,
-                target,
-            });
-        }
+        let (claimed, _) = claim_in(
+            &mut tx,
+            worker_id,
+            limit,
+            skip,
+            true,
+            &no_fresh,
+            &mut targets,
+        )
+        .await?;
+        tx.commit().await?;
         Ok(claimed)
+    }
+
+    /// Makes every write batch claim due deliveries for the worker at the
+    /// other end of `handle` (None: for no worker), in its own transaction.
+    ///
+    /// # Errors
+    /// The writer has stopped.
+    pub async fn dispatch_to(
+        &self,
+        handle: Option<std::sync::Arc<crate::store::dispatch::DispatchHandle>>,
+    ) -> Result<(), StoreError> {
+        self.group.dispatch_to(handle).await
+    }
+
+    /// Asks the next write batch to claim due deliveries for the worker.
+    pub fn kick(&self) {
+        self.group.kick();
     }
 
     /// Gives a claimed delivery back without trying it, due again at
@@ -235,29 +227,84 @@ impl Store {
     }
 }
 
-/// The claim's transaction: expired leases back to pending, then the due
-/// deliveries leased to `lease_token`.
-async fn claim_in(
+/// Claims up to `limit` due deliveries under a new lease of `worker_id`
+/// (after returning expired leases to pending, if `expire`), inside the
+/// caller's transaction, and loads what sending them takes. Requests in
+/// `fresh` (written by the same transaction) are not read back, nor are
+/// targets in `targets`, which gets those read added. Returns the
+/// claimed deliveries and how many rows the claim took (deliveries whose
+/// request or target is gone are cancelled, not returned).
+pub(super) async fn claim_in(
     conn: &mut DbConn,
-    lease_token: &str,
-    now: Micros,
+    worker_id: &str,
     limit: u32,
-    skip: super::IdList,
-) -> Result<Vec<(String, String, i64, i64)>, StoreError> {
-    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    sqlx::query(q::EXPIRE_LEASES)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+    skip: &[i64],
+    expire: bool,
+    fresh: &std::collections::HashMap<&str, &StoredRequest>,
+    targets: &mut std::collections::HashMap<i64, crate::store::model::Target>,
+) -> Result<(Vec<ClaimedDelivery>, usize), StoreError> {
+    let now = now_micros();
+    let lease_token = format!("{worker_id}.{}", new_record_id());
+    if expire {
+        sqlx::query(q::EXPIRE_LEASES)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+    }
     let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(q::CLAIM_DUE)
-        .bind(lease_token)
+        .bind(&lease_token)
         .bind(now)
         .bind(i64::from(limit))
-        .bind(skip)
-        .fetch_all(&mut *tx)
+        .bind(super::id_list(skip))
+        .fetch_all(&mut *conn)
         .await?;
-    tx.commit().await?;
-    Ok(rows)
+    let taken = rows.len();
+    if rows.is_empty() {
+        return Ok((Vec::new(), 0));
+    }
+
+    // The requests not in memory in one query, each target once.
+    let missing: Vec<&str> = rows
+        .iter()
+        .map(|(_, request_id, _, _)| request_id.as_str())
+        .filter(|id| !fresh.contains_key(id))
+        .collect();
+    let loaded = requests_in(&mut *conn, &missing).await?;
+    for (_, _, target_id, _) in &rows {
+        if !targets.contains_key(target_id)
+            && let Some(target) = target_in(&mut *conn, *target_id).await?
+        {
+            targets.insert(*target_id, target);
+        }
+    }
+    let mut claimed = Vec::with_capacity(rows.len());
+    for (delivery_id, request_id, target_id, attempt) in rows {
+        // Several deliveries of one request share its body (Bytes).
+        let request = fresh
+            .get(request_id.as_str())
+            .map(|r| (*r).clone())
+            .or_else(|| loaded.get(&request_id).cloned());
+        let target = targets.get(&target_id).cloned();
+        let (Some(request), Some(target)) = (request, target) else {
+            // Removed since: nothing left to send.
+            tracing::warn!(%delivery_id, "claimed delivery lost its request or target: cancelled");
+            sqlx::query(q::CANCEL_CLAIMED)
+                .bind(now)
+                .bind(&delivery_id)
+                .bind(&lease_token)
+                .execute(&mut *conn)
+                .await?;
+            continue;
+        };
+        claimed.push(ClaimedDelivery {
+            delivery_id,
+            lease_token: lease_token.clone(),
+            attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
+            request,
+            target,
+        });
+    }
+    Ok((claimed, taken))
 }
 
 pub(super) async fn finish_in(
@@ -581,5 +628,82 @@ mod tests {
             .unwrap_or_default();
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].attempt, 1, "the given-back attempt did not count");
+    }
+
+    #[tokio::test]
+    async fn commits_hand_due_deliveries_to_the_worker_as_far_as_it_has_slots() {
+        use crate::store::dispatch;
+        let (_dir, store) = store_with_targets(&[(RetryPolicy::None, 8)]).await;
+        let worker = new_record_id();
+        let (handle, mut feed) = dispatch::channel(&worker, 2);
+        store
+            .dispatch_to(Some(std::sync::Arc::new(handle)))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+
+        // Each webhook's commit claims its delivery while a slot is free,
+        // with the body from memory; the third stays pending.
+        let mut sent = Vec::new();
+        for i in 0..3u8 {
+            let mut webhook = request();
+            webhook.body = Bytes::from(vec![b'a' + i; 3]);
+            sent.push(webhook.clone());
+            assert_eq!(store.ingest(&webhook).await.ok(), Some(1));
+        }
+        let mut claimed = Vec::new();
+        while let Ok(dispatched) = feed.receiver.try_recv() {
+            claimed.extend(dispatched.deliveries);
+        }
+        assert_eq!(claimed.len(), 2, "two slots, two deliveries handed over");
+        assert_eq!(feed.slots.free(), 0);
+        for (delivery, webhook) in claimed.iter().zip(&sent) {
+            assert_eq!(delivery.request.id, webhook.id);
+            assert_eq!(delivery.request.body, webhook.body);
+            assert_eq!(delivery.attempt, 1);
+            assert!(delivery.lease_token.starts_with(&format!("{worker}.")));
+        }
+        let waiting = store
+            .list_deliveries(&DeliveryFilter::default(), 10)
+            .await
+            .unwrap_or_default();
+        assert_eq!(
+            waiting.iter().filter(|d| d.state == "pending").count(),
+            1,
+            "the third waits in the store"
+        );
+
+        // Recording an outcome frees its slot and, in the same commit,
+        // claims the waiting delivery (read back from the store).
+        let first = claimed.remove(0);
+        let record = store
+            .finish_attempt(&first, delivered(now_micros()), Duration::from_secs(1))
+            .await;
+        assert!(matches!(record, Ok(Some(_))));
+        let next = feed
+            .receiver
+            .try_recv()
+            .unwrap_or_else(|e| panic!("nothing handed over after the outcome: {e}"));
+        assert_eq!(next.deliveries.len(), 1);
+        assert_eq!(next.deliveries[0].request.id, sent[2].id);
+        assert_eq!(next.deliveries[0].request.body, sent[2].body);
+        assert_eq!(feed.slots.free(), 0, "one slot freed, one taken");
+
+        // Detached: commits claim nothing more for it.
+        store
+            .dispatch_to(None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let second = claimed.remove(0);
+        let record = store
+            .finish_attempt(&second, delivered(now_micros()), Duration::from_secs(1))
+            .await;
+        assert!(matches!(record, Ok(Some(_))));
+        assert_eq!(store.ingest(&request()).await.ok(), Some(1));
+        assert!(feed.receiver.try_recv().is_err());
+        assert_eq!(
+            feed.slots.free(),
+            0,
+            "a detached worker's slots are its own business"
+        );
     }
 }

@@ -1,22 +1,42 @@
 //! Group commit: one writer task takes the hot writes (ingests and attempt
 //! outcomes) off a channel, applies every one that is waiting inside one
-//! transaction, commits once (one fsync), and only then answers each caller.
-//! If anything in the batch fails, each write is retried on its own.
+//! transaction, claims in the same transaction the due deliveries the
+//! delivery worker has slots for (see `store::dispatch`), commits once (one
+//! fsync), and only then answers each caller and hands the claims over.
+//! If anything in the batch fails, each write is retried on its own (and
+//! nothing is claimed). The writer keeps its connection from one batch to
+//! the next while writes keep coming.
 
 use std::time::Duration;
 
 use super::{DbConn, DbPool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::deliveries::{finish_in, finish_many_in, is_simple};
+use super::deliveries::{claim_in, finish_in, finish_many_in, is_simple};
 use super::requests::{ingest_in, ingest_many_in};
 use crate::store::StoreError;
+use crate::store::dispatch::{DispatchHandle, Dispatched};
 use crate::store::model::{AttemptOutcome, AttemptRecord, ClaimedDelivery, StoredRequest};
+
+/// The writer's connection, kept from one batch to the next.
+type Held = sqlx::pool::PoolConnection<super::Db>;
+
+/// The longest the writer keeps its connection while writes keep coming.
+const HOLD_FOR: Duration = Duration::from_millis(5);
 
 /// Writes waiting for the writer; callers wait when it is full.
 const QUEUE: usize = 4096;
 /// The most writes in one transaction.
 const MAX_BATCH: usize = 512;
+/// The most deliveries one batch claims for the worker.
+const MAX_CLAIM: usize = 256;
+/// How often claims first return expired leases to pending.
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+/// How long claims use a target's settings read earlier. Changes made
+/// through this gateway, and outcomes that move a breaker, drop them at
+/// once; this bounds how long a change made through another gateway
+/// sharing the database takes to show.
+const TARGETS_FOR: Duration = Duration::from_secs(1);
 
 enum Write {
     Ingest {
@@ -32,6 +52,14 @@ enum Write {
     },
     Probe {
         reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Claim due deliveries for the worker in the next batch (no answer).
+    Kick,
+    /// Hands claims to a worker from now on (Some), or to none (None);
+    /// answered once no later batch claims for the one before.
+    Dispatch {
+        handle: Option<std::sync::Arc<DispatchHandle>>,
+        reply: oneshot::Sender<()>,
     },
 }
 
@@ -74,10 +102,11 @@ fn writer_gone() -> StoreError {
 
 impl GroupWriter {
     /// Starts the writer task on `pool` (the store's single writer connection).
-    pub fn start(pool: DbPool, upkeep: super::Upkeep) -> Self {
+    /// Claims read targets afresh whenever `catalog` moves.
+    pub fn start(pool: DbPool, upkeep: super::Upkeep, catalog: super::routing::Generation) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE);
         let last_failure = LastFailure::default();
-        tokio::spawn(run(pool, receiver, last_failure.clone(), upkeep));
+        tokio::spawn(run(pool, receiver, last_failure.clone(), upkeep, catalog));
         GroupWriter {
             queue,
             last_failure,
@@ -99,6 +128,26 @@ impl GroupWriter {
             .await
             .map_err(|_| writer_gone())?;
         answer.await.map_err(|_| writer_gone())?
+    }
+
+    /// Makes every batch claim due deliveries for `handle`'s worker (or,
+    /// with None, stops that); returns once the change is in effect.
+    pub async fn dispatch_to(
+        &self,
+        handle: Option<std::sync::Arc<DispatchHandle>>,
+    ) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Write::Dispatch { handle, reply })
+            .await
+            .map_err(|_| writer_gone())?;
+        answer.await.map_err(|_| writer_gone())
+    }
+
+    /// Asks the next batch to claim due deliveries for the worker. If the
+    /// queue is full a batch is coming anyway.
+    pub fn kick(&self) {
+        let _ = self.queue.try_send(Write::Kick);
     }
 
     /// Commits a received request and its deliveries.
@@ -145,11 +194,41 @@ async fn run(
     mut receiver: mpsc::Receiver<Write>,
     last_failure: LastFailure,
     upkeep: super::Upkeep,
+    catalog: super::routing::Generation,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut held = None;
+    let mut dispatcher = Dispatcher {
+        catalog,
+        ..Dispatcher::default()
+    };
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let probes_only = batch.iter().all(|w| matches!(w, Write::Probe { .. }));
-        match commit_batch(&pool, std::mem::take(&mut batch), &upkeep).await {
+        dispatcher.take_changes(&mut batch);
+        if batch.is_empty() {
+            continue;
+        }
+        let probes_only = batch
+            .iter()
+            .all(|w| matches!(w, Write::Probe { .. } | Write::Kick));
+        let r = commit_batch(
+            &pool,
+            &mut held,
+            std::mem::take(&mut batch),
+            &upkeep,
+            &mut dispatcher,
+        )
+        .await;
+        // Others that write (the admin service, retention) get the
+        // connection when the queue runs dry, and at least every HOLD_FOR.
+        if r.is_err()
+            || receiver.is_empty()
+            || held
+                .as_ref()
+                .is_some_and(|(_, since)| since.elapsed() >= HOLD_FOR)
+        {
+            held = None;
+        }
+        match r {
             Err(e) => last_failure.set(&e),
             // A probe's success says little about webhooks' writes.
             Ok(()) if !probes_only => last_failure.clear(),
@@ -163,6 +242,143 @@ enum Applied {
     Ingest(u32),
     Finish(Option<Box<AttemptRecord>>),
     Probe,
+    Kick,
+}
+
+/// The worker the batches claim for, if any.
+#[derive(Default)]
+struct Dispatcher {
+    handle: Option<std::sync::Arc<DispatchHandle>>,
+    expired_at: Option<std::time::Instant>,
+    /// Targets as claims last read them, with the catalog's generation
+    /// then and the time.
+    targets: std::collections::HashMap<i64, crate::store::model::Target>,
+    targets_read: Option<(u64, std::time::Instant)>,
+    catalog: super::routing::Generation,
+}
+
+impl Dispatcher {
+    /// Applies (and answers) the attach and detach requests in `batch`,
+    /// leaving the other writes.
+    fn take_changes(&mut self, batch: &mut Vec<Write>) {
+        if !batch.iter().any(|w| matches!(w, Write::Dispatch { .. })) {
+            return;
+        }
+        for write in std::mem::take(batch) {
+            match write {
+                Write::Dispatch { handle, reply } => {
+                    self.handle = handle;
+                    let _ = reply.send(());
+                }
+                other => batch.push(other),
+            }
+        }
+    }
+
+    /// The finishes in `batch` of this worker's attempts: each frees a slot
+    /// once it commits.
+    fn released(&self, batch: &[Write]) -> usize {
+        let Some(handle) = &self.handle else {
+            return 0;
+        };
+        batch
+            .iter()
+            .filter(
+                |w| matches!(w, Write::Finish { claimed, .. } if handle.owns(&claimed.lease_token)),
+            )
+            .count()
+    }
+
+    /// How many deliveries `batch` should claim: none unless it may have
+    /// made some due or freed slots (new deliveries, outcomes, a kick).
+    fn wanted(&self, batch: &[Write], released: usize) -> usize {
+        let Some(handle) = &self.handle else {
+            return 0;
+        };
+        let may_have_work = batch.iter().any(|w| match w {
+            Write::Ingest { targets, .. } => !targets.is_empty(),
+            Write::Finish { .. } | Write::Kick => true,
+            Write::Probe { .. } | Write::Dispatch { .. } => false,
+        });
+        if may_have_work {
+            (handle.slots.free() + released).min(MAX_CLAIM)
+        } else {
+            0
+        }
+    }
+
+    /// The targets read earlier, unless the catalog changed since, they
+    /// are old, or `batch` may move a breaker or disable a target.
+    fn current_targets(
+        &mut self,
+        batch: &[Write],
+    ) -> &mut std::collections::HashMap<i64, crate::store::model::Target> {
+        let generation = self.catalog.current();
+        let moved = batch.iter().any(
+            |w| matches!(w, Write::Finish { claimed, outcome, .. } if !is_simple(claimed, outcome)),
+        );
+        let stale = self
+            .targets_read
+            .is_none_or(|(seen, at)| seen != generation || at.elapsed() >= TARGETS_FOR);
+        if moved || stale {
+            self.targets.clear();
+            self.targets_read = Some((generation, std::time::Instant::now()));
+        }
+        &mut self.targets
+    }
+
+    /// Whether this claim should first return expired leases.
+    fn expire_now(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        let due = self
+            .expired_at
+            .is_none_or(|at| now.duration_since(at) >= EXPIRE_EVERY);
+        if due {
+            self.expired_at = Some(now);
+        }
+        due
+    }
+}
+
+/// The claim of a batch, inside its transaction: requests written by the
+/// same batch are handed over from memory, not read back.
+async fn claim_for(
+    conn: &mut DbConn,
+    dispatcher: &mut Dispatcher,
+    batch: &[Write],
+    limit: usize,
+) -> Result<Option<Dispatched>, StoreError> {
+    let Some(handle) = dispatcher.handle.clone() else {
+        return Ok(None);
+    };
+    if limit == 0 {
+        return Ok(None);
+    }
+    let fresh: std::collections::HashMap<&str, &StoredRequest> = batch
+        .iter()
+        .filter_map(|w| match w {
+            Write::Ingest { request, .. } => Some((request.id.as_str(), &**request)),
+            _ => None,
+        })
+        .collect();
+    let skip = handle.slots.skip();
+    let expire = dispatcher.expire_now();
+    let limit_u32 = u32::try_from(limit).unwrap_or(u32::MAX);
+    let targets = dispatcher.current_targets(batch);
+    let (deliveries, rows) = claim_in(
+        conn,
+        &handle.worker_id,
+        limit_u32,
+        &skip,
+        expire,
+        &fresh,
+        targets,
+    )
+    .await?;
+    Ok(Some(Dispatched {
+        deliveries,
+        exhausted: rows < limit,
+    }))
 }
 
 /// Commits a batch and answers every write. A write is answered Ok only if
@@ -176,23 +392,29 @@ enum Applied {
 /// Returns the first failure, if any write failed.
 async fn commit_batch(
     pool: &DbPool,
+    held: &mut Option<(Held, std::time::Instant)>,
     batch: Vec<Write>,
     upkeep: &super::Upkeep,
+    dispatcher: &mut Dispatcher,
 ) -> Result<(), StoreError> {
-    let mut conn = match pool.acquire().await {
-        Ok(conn) => conn,
-        Err(e) => {
-            let message = e.to_string();
-            tracing::warn!(error = %message, writes = batch.len(), "group commit: no connection");
-            for write in batch {
-                fail(write, &message);
+    let conn = match held {
+        Some((conn, _)) => conn,
+        None => match pool.acquire().await {
+            Ok(conn) => &mut held.insert((conn, std::time::Instant::now())).0,
+            Err(e) => {
+                let message = e.to_string();
+                tracing::warn!(error = %message, writes = batch.len(), "group commit: no connection");
+                for write in batch {
+                    fail(write, &message);
+                }
+                return Err(StoreError::Unavailable(sqlx::Error::Protocol(message)));
             }
-            return Err(StoreError::Unavailable(sqlx::Error::Protocol(message)));
-        }
+        },
     };
+    let conn = &mut **conn;
     // No transaction at all (the store is locked, read-only, gone): every
     // write fails now, rather than each waiting out the lock in turn.
-    if let Err(e) = begin(&mut conn).await {
+    if let Err(e) = begin(conn).await {
         let message = e.to_string();
         tracing::warn!(error = %message, writes = batch.len(), "group commit: cannot begin");
         for write in batch {
@@ -200,14 +422,30 @@ async fn commit_batch(
         }
         return Err(e);
     }
-    let applied = apply_all(&mut conn, &batch).await;
-    match end(&mut conn, applied).await {
-        Ok(applied) => {
+    let released = dispatcher.released(&batch);
+    let wanted = dispatcher.wanted(&batch, released);
+    let applied = match apply_all(conn, &batch).await {
+        Ok(applied) => claim_for(conn, dispatcher, &batch, wanted)
+            .await
+            .map(|claimed| (applied, claimed)),
+        Err(e) => Err(e),
+    };
+    match end(conn, applied).await {
+        Ok((applied, claimed)) => {
             for (write, applied) in batch.into_iter().zip(applied) {
                 answer(write, Ok(applied));
             }
+            if let Some(handle) = &dispatcher.handle {
+                handle.slots.release(released);
+                if let Some(claimed) = claimed {
+                    handle.slots.take(claimed.deliveries.len());
+                    if !claimed.deliveries.is_empty() || claimed.exhausted {
+                        handle.hand_over(claimed);
+                    }
+                }
+            }
             // After the answers: nobody waits on the backend's upkeep.
-            upkeep.after_commit(&mut conn).await;
+            upkeep.after_commit(conn).await;
             Ok(())
         }
         Err(e) => {
@@ -215,7 +453,7 @@ async fn commit_batch(
             let mut first_failure = Ok(());
             let mut writes = batch.into_iter();
             while let Some(write) = writes.next() {
-                if let Err(e) = begin(&mut conn).await {
+                if let Err(e) = begin(conn).await {
                     let message = e.to_string();
                     fail(write, &message);
                     for rest in writes.by_ref() {
@@ -223,8 +461,15 @@ async fn commit_batch(
                     }
                     return Err(e);
                 }
-                let applied = apply_one(&mut conn, &write).await;
-                let result = end(&mut conn, applied).await;
+                let applied = apply_one(conn, &write).await;
+                let result = end(conn, applied).await;
+                if result.is_ok()
+                    && let (Some(handle), Write::Finish { claimed, .. }) =
+                        (&dispatcher.handle, &write)
+                    && handle.owns(&claimed.lease_token)
+                {
+                    handle.slots.release(1);
+                }
                 if let (Err(e), Ok(())) = (&result, &first_failure) {
                     first_failure = Err(StoreError::Unavailable(sqlx::Error::Protocol(
                         e.to_string(),
@@ -291,7 +536,9 @@ async fn apply_all(conn: &mut DbConn, batch: &[Write]) -> Result<Vec<Applied>, S
             } if is_simple(claimed, outcome) => {
                 simple.push((i, (&**claimed, (**outcome).clone())));
             }
-            Write::Finish { .. } | Write::Probe { .. } => others.push(i),
+            Write::Finish { .. } | Write::Probe { .. } | Write::Kick | Write::Dispatch { .. } => {
+                others.push(i);
+            }
         }
     }
     if !simple.is_empty() {
@@ -340,6 +587,7 @@ async fn apply_one(conn: &mut DbConn, write: &Write) -> Result<Applied, StoreErr
                 .await?;
             Ok(Applied::Probe)
         }
+        Write::Kick | Write::Dispatch { .. } => Ok(Applied::Kick),
     }
 }
 
@@ -363,6 +611,11 @@ fn answer(write: Write, result: Result<Applied, StoreError>) {
                 Applied::Probe => Ok(()),
                 _ => Err(mixed_up()),
             }));
+        }
+        Write::Kick => {}
+        // Taken out of every batch before it is applied.
+        Write::Dispatch { reply, .. } => {
+            let _ = reply.send(());
         }
     }
 }

@@ -46,22 +46,8 @@ impl Store {
         ids: impl Iterator<Item = &'a str>,
     ) -> Result<std::collections::HashMap<String, StoredRequest>, StoreError> {
         let ids: Vec<&str> = ids.collect();
-        let mut found = std::collections::HashMap::with_capacity(ids.len());
-        // 500 ids a statement keeps well under SQLite's parameter limit.
-        for chunk in ids.chunks(500) {
-            let mut query = QueryBuilder::<Db>::new(q::SELECT_REQUESTS_HEAD);
-            let mut list = query.separated(", ");
-            for id in chunk {
-                list.push_bind(id.to_string());
-            }
-            query.push(")");
-            let rows: Vec<RequestRow> = query.build_query_as().fetch_all(&self.reader).await?;
-            for row in rows {
-                let request = StoredRequest::try_from(row)?;
-                found.insert(request.id.clone(), request);
-            }
-        }
-        Ok(found)
+        let mut conn = self.reader.acquire().await?;
+        requests_in(&mut conn, &ids).await
     }
 
     /// Stores a copy of request `id` (new id, `resent_from` = `id`) with a
@@ -207,6 +193,29 @@ async fn insert_deliveries(
 
 /// The writes of one ingest, inside the caller's transaction: the request,
 /// and a delivery to each of `targets` that still exists.
+/// Requests by id (missing ones are left out), on the caller's connection.
+pub(super) async fn requests_in(
+    conn: &mut DbConn,
+    ids: &[&str],
+) -> Result<std::collections::HashMap<String, StoredRequest>, StoreError> {
+    let mut found = std::collections::HashMap::with_capacity(ids.len());
+    // 500 ids a statement keeps well under SQLite's parameter limit.
+    for chunk in ids.chunks(500) {
+        let mut query = QueryBuilder::<Db>::new(q::SELECT_REQUESTS_HEAD);
+        let mut list = query.separated(", ");
+        for id in chunk {
+            list.push_bind(id.to_string());
+        }
+        query.push(")");
+        let rows: Vec<RequestRow> = query.build_query_as().fetch_all(&mut *conn).await?;
+        for row in rows {
+            let request = StoredRequest::try_from(row)?;
+            found.insert(request.id.clone(), request);
+        }
+    }
+    Ok(found)
+}
+
 pub(super) async fn ingest_in(
     conn: &mut DbConn,
     request: &StoredRequest,

@@ -3,6 +3,7 @@
 //! rebuilt from the store after any change to sources or targets.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use super::Store;
@@ -32,24 +33,49 @@ impl Routing {
     }
 }
 
+/// Counts changes to sources and targets made through this store, for
+/// whatever keeps copies of them.
+#[derive(Debug, Clone, Default)]
+pub struct Generation(Arc<AtomicU64>);
+
+impl Generation {
+    pub fn current(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn advance(&self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
 /// The cached snapshot; None until loaded or after a change.
 #[derive(Debug, Clone, Default)]
-pub struct RoutingCache(Arc<RwLock<Option<Arc<Routing>>>>);
+pub struct RoutingCache {
+    snapshot: Arc<RwLock<Option<Arc<Routing>>>>,
+    generation: Generation,
+}
 
 impl RoutingCache {
-    /// Drops the snapshot: the next read rebuilds it.
+    /// Drops the snapshot (the next read rebuilds it) and advances the
+    /// generation: called after every change to a source or target.
     pub fn invalidate(&self) {
-        if let Ok(mut cached) = self.0.write() {
+        self.generation.advance();
+        if let Ok(mut cached) = self.snapshot.write() {
             *cached = None;
         }
     }
 
+    /// The changes counted so far.
+    pub fn generation(&self) -> Generation {
+        self.generation.clone()
+    }
+
     fn get(&self) -> Option<Arc<Routing>> {
-        self.0.read().ok().and_then(|cached| cached.clone())
+        self.snapshot.read().ok().and_then(|cached| cached.clone())
     }
 
     fn set(&self, routing: Arc<Routing>) {
-        if let Ok(mut cached) = self.0.write() {
+        if let Ok(mut cached) = self.snapshot.write() {
             *cached = Some(routing);
         }
     }

@@ -76,15 +76,19 @@ impl Store {
             .busy_timeout(BUSY_TIMEOUT);
         // The writer never checkpoints: a checkpoint inside a commit would
         // stall every acknowledgement waiting on it. A background task does it.
+        // A file's connection does not go stale: no test query (one more
+        // round trip to the connection's thread) before each use.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(BUSY_TIMEOUT)
             .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .acquire_timeout(BUSY_TIMEOUT)
             .connect_with(options.clone().read_only(true))
             .await?;
@@ -95,12 +99,13 @@ impl Store {
             .await?;
         let upkeep = Upkeep::default();
         tokio::spawn(checkpoint_wal(checkpointer.clone(), upkeep.clone()));
-        let group = group::GroupWriter::start(writer.clone(), upkeep);
+        let routing = routing::RoutingCache::default();
+        let group = group::GroupWriter::start(writer.clone(), upkeep, routing.generation());
         Ok(Store {
             writer,
             reader,
             group,
-            routing: routing::RoutingCache::default(),
+            routing,
             checkpointer,
         })
     }
