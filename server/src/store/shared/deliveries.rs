@@ -630,6 +630,37 @@ mod tests {
         assert_eq!(again[0].attempt, 1, "the given-back attempt did not count");
     }
 
+    /// The next hand-over that carries deliveries (within a second).
+    async fn handed_over(
+        feed: &mut crate::store::dispatch::DispatchFeed,
+    ) -> crate::store::dispatch::Dispatched {
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(1), feed.receiver.recv()).await;
+            match next {
+                Ok(Some(dispatched)) if !dispatched.deliveries.is_empty() => return dispatched,
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the writer dropped the hand-over channel"),
+                Err(_) => panic!("nothing handed over within a second"),
+            }
+        }
+    }
+
+    /// Whether no deliveries are handed over within 200 ms.
+    async fn nothing_more(feed: &mut crate::store::dispatch::DispatchFeed) -> bool {
+        let wait = tokio::time::sleep(Duration::from_millis(200));
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                () = &mut wait => return true,
+                next = feed.receiver.recv() => match next {
+                    Some(dispatched) if dispatched.deliveries.is_empty() => {}
+                    Some(_) => return false,
+                    None => return true,
+                },
+            }
+        }
+    }
+
     #[tokio::test]
     async fn commits_hand_due_deliveries_to_the_worker_as_far_as_it_has_slots() {
         use crate::store::dispatch;
@@ -650,11 +681,15 @@ mod tests {
             sent.push(webhook.clone());
             assert_eq!(store.ingest(&webhook).await.ok(), Some(1));
         }
+        // Handed over right after each commit's answers.
         let mut claimed = Vec::new();
-        while let Ok(dispatched) = feed.receiver.try_recv() {
-            claimed.extend(dispatched.deliveries);
+        while claimed.len() < 2 {
+            claimed.extend(handed_over(&mut feed).await.deliveries);
         }
-        assert_eq!(claimed.len(), 2, "two slots, two deliveries handed over");
+        assert!(
+            nothing_more(&mut feed).await,
+            "two slots, two deliveries handed over"
+        );
         assert_eq!(feed.slots.free(), 0);
         for (delivery, webhook) in claimed.iter().zip(&sent) {
             assert_eq!(delivery.request.id, webhook.id);
@@ -679,10 +714,7 @@ mod tests {
             .finish_attempt(&first, delivered(now_micros()), Duration::from_secs(1))
             .await;
         assert!(matches!(record, Ok(Some(_))));
-        let next = feed
-            .receiver
-            .try_recv()
-            .unwrap_or_else(|e| panic!("nothing handed over after the outcome: {e}"));
+        let next = handed_over(&mut feed).await;
         assert_eq!(next.deliveries.len(), 1);
         assert_eq!(next.deliveries[0].request.id, sent[2].id);
         assert_eq!(next.deliveries[0].request.body, sent[2].body);
@@ -699,7 +731,7 @@ mod tests {
             .await;
         assert!(matches!(record, Ok(Some(_))));
         assert_eq!(store.ingest(&request()).await.ok(), Some(1));
-        assert!(feed.receiver.try_recv().is_err());
+        assert!(nothing_more(&mut feed).await);
         assert_eq!(
             feed.slots.free(),
             0,

@@ -106,7 +106,27 @@ impl GroupWriter {
     pub fn start(pool: DbPool, upkeep: super::Upkeep, catalog: super::routing::Generation) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE);
         let last_failure = LastFailure::default();
-        tokio::spawn(run(pool, receiver, last_failure.clone(), upkeep, catalog));
+        let task = run(pool, receiver, last_failure.clone(), upkeep, catalog);
+        // A thread of its own: under load the runtime's workers are busy
+        // with connections, and every statement's answer would wait its
+        // turn behind them to wake the writer.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        match runtime {
+            Ok(runtime) => {
+                let spawned = std::thread::Builder::new()
+                    .name("group-writer".into())
+                    .spawn(move || runtime.block_on(task));
+                if let Err(e) = spawned {
+                    tracing::error!(error = %e, "group writer: no thread of its own");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "group writer: no runtime of its own, sharing the main one");
+                tokio::spawn(task);
+            }
+        }
         GroupWriter {
             queue,
             last_failure,
