@@ -213,3 +213,76 @@ async fn test_store() -> (TestKeep, Store) {
     let store = Store::open(&url).await.unwrap_or_else(|e| panic!("{e}"));
     (dir, store)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store made by the migrations before 0007 keeps its requests when
+    /// the table moves to rowids.
+    #[tokio::test]
+    async fn requests_survive_the_move_to_a_rowid_table() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let earlier = dir.path().join("migrations");
+        std::fs::create_dir(&earlier).unwrap_or_else(|e| panic!("{e}"));
+        let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+        let mut copied = 0;
+        for entry in std::fs::read_dir(&all).unwrap_or_else(|e| panic!("{e}")) {
+            let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            if let Some(name) = name.filter(|n| n.as_str() < "0007") {
+                std::fs::copy(&path, earlier.join(name)).unwrap_or_else(|e| panic!("{e}"));
+                copied += 1;
+            }
+        }
+        assert_eq!(copied, 6);
+        let url = format!("sqlite://{}", dir.path().join("old.db").display());
+        {
+            let options = SqliteConnectOptions::from_str(&url)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .create_if_missing(true);
+            let pool = SqlitePool::connect_with(options)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            sqlx::migrate::Migrator::new(earlier.as_path())
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .run(&pool)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let without_rowid: String =
+                sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE name = 'requests'")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+            assert!(without_rowid.contains("WITHOUT ROWID"));
+            sqlx::query(
+                "INSERT INTO requests (id, source_id, method, path, query, headers, body, \
+                 remote_addr, created_at) VALUES ('0190a', 7, 'POST', '/7', 'a=1', '[]', \
+                 x'7b7d', '127.0.0.1:1', 42)",
+            )
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+            pool.close().await;
+        }
+
+        let store = Store::open(&url).await.unwrap_or_else(|e| panic!("{e}"));
+        let request = store
+            .get_request("0190a")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("the request is gone"));
+        assert_eq!(request.source_id, 7);
+        assert_eq!(request.query, "a=1");
+        assert_eq!(&request.body[..], b"{}");
+        assert_eq!(request.created_at, 42);
+        let table: String =
+            sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE name = 'requests'")
+                .fetch_one(&store.reader)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!table.contains("WITHOUT ROWID"), "{table}");
+        store.close().await;
+    }
+}
