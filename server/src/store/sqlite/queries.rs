@@ -92,12 +92,13 @@ pub const SELECT_REQUEST_LOG: &str = "SELECT r.*, s.name AS source_name FROM req
 pub const SELECT_ATTEMPT_LOG: &str = "SELECT a.*, t.name AS target_name FROM attempts a \
     LEFT JOIN targets t ON t.id = a.target_id WHERE 1 = 1";
 
-/// A dead worker's leases: back to pending, to be claimed again.
-pub const EXPIRE_LEASES: &str = "UPDATE deliveries \
+/// A dead worker's leases: back to pending, to be claimed again. Leases
+/// are found through the in-flight index (only what is in flight).
+pub const EXPIRE_LEASES: &str = "UPDATE deliveries INDEXED BY deliveries_in_flight \
     SET state = 'pending', lease_token = NULL, lease_expires_at = NULL, updated_at = ?1 \
     WHERE state = 'in_flight' AND lease_expires_at <= ?1";
 /// At start-up on the embedded store no other process can hold a lease.
-pub const RELEASE_ALL_LEASES: &str = "UPDATE deliveries \
+pub const RELEASE_ALL_LEASES: &str = "UPDATE deliveries INDEXED BY deliveries_in_flight \
     SET state = 'pending', lease_token = NULL, lease_expires_at = NULL, updated_at = ?1 \
     WHERE state = 'in_flight'";
 /// Targets that may get attempts now, with their free in-flight slots: not
@@ -169,7 +170,8 @@ pub const UNCLAIM: &str = "UPDATE deliveries SET state = 'pending', attempt = at
     WHERE id = ? AND lease_token = ? AND state = 'in_flight'";
 /// At shutdown: the leases of one worker (the first 32 characters of the
 /// token) go back to pending, untried.
-pub const RELEASE_LEASE: &str = "UPDATE deliveries SET state = 'pending', attempt = attempt - 1, \
+pub const RELEASE_LEASE: &str = "UPDATE deliveries INDEXED BY deliveries_in_flight \
+    SET state = 'pending', attempt = attempt - 1, \
     lease_token = NULL, lease_expires_at = NULL, updated_at = ?1 \
     WHERE substr(lease_token, 1, 32) = ?2 AND state = 'in_flight'";
 /// Records an attempt's outcome, fenced on the lease.
