@@ -39,6 +39,11 @@ pub enum StoreError {
     /// A stored value could not be read back.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A batch of attempt outcomes found a lease gone (expired and claimed
+    /// again); the group writer then records them one by one, each fenced
+    /// on its own lease. Never reaches a caller.
+    #[error("an outcome's lease was lost")]
+    LeaseLost,
     /// `DATABASE_URL` names no backend this gateway has.
     #[error("unsupported DATABASE_URL {0:?}: use sqlite://PATH or postgres://USER@HOST/DB")]
     Unsupported(String),

@@ -136,6 +136,8 @@ pub const CLAIM_DUE: &str = concat!(
     WHERE deliveries.id = chosen.id AND deliveries.state = 'pending' \
     RETURNING deliveries.id, deliveries.request_id, deliveries.target_id, deliveries.attempt"
 );
+/// CLAIM_DUE returns what it took itself.
+pub const CLAIMED: Option<&str> = None;
 /// When the worker should look again: the earliest pending delivery of a
 /// target with a free slot, or the end of a breaker's cool-down. $2 is now
 /// and $4 the ids to skip, as in the claim; $1 and $3 are not used.
@@ -176,6 +178,8 @@ pub const FINISH_MANY_HEAD: &str = "UPDATE deliveries SET state = v.column2, \
 pub const FINISH_MANY_TAIL: &str = ") AS v WHERE deliveries.id = v.column1 \
     AND deliveries.lease_token = v.column5 AND deliveries.state = 'in_flight' \
     RETURNING deliveries.id";
+/// FINISH_MANY returns the ids it updated (rows arrive in one stream).
+pub const FINISH_MANY_RETURNS: bool = true;
 /// Many attempt rows: `VALUES (...), ...` follows.
 pub const INSERT_ATTEMPTS_HEAD: &str = "INSERT INTO attempts \
     (id, delivery_id, request_id, source_id, target_id, url, attempt, state, status_code, \

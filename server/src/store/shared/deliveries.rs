@@ -251,13 +251,41 @@ pub(super) async fn claim_in(
             .execute(&mut *conn)
             .await?;
     }
-    let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(q::CLAIM_DUE)
+    let claim = sqlx::query(q::CLAIM_DUE)
         .bind(&lease_token)
         .bind(now)
         .bind(i64::from(limit))
-        .bind(super::id_list(skip))
-        .fetch_all(&mut *conn)
-        .await?;
+        .bind(super::id_list(skip));
+    let rows: Vec<(String, String, i64, i64)> = match q::CLAIMED {
+        Some(claimed) => {
+            let taken = claim.execute(&mut *conn).await?.rows_affected();
+            if taken == 0 {
+                return Ok((Vec::new(), 0));
+            }
+            let json: String = sqlx::query_scalar(claimed)
+                .bind(&lease_token)
+                .fetch_one(&mut *conn)
+                .await?;
+            serde_json::from_str(&json)
+                .map_err(|e| StoreError::Corrupt(format!("claimed deliveries: {e}")))?
+        }
+        None => {
+            use sqlx::Row;
+            claim
+                .fetch_all(&mut *conn)
+                .await?
+                .into_iter()
+                .map(|row| {
+                    Ok((
+                        row.try_get(0)?,
+                        row.try_get(1)?,
+                        row.try_get(2)?,
+                        row.try_get(3)?,
+                    ))
+                })
+                .collect::<Result<_, sqlx::Error>>()?
+        }
+    };
     let taken = rows.len();
     if rows.is_empty() {
         return Ok((Vec::new(), 0));
@@ -434,16 +462,29 @@ pub(super) async fn finish_many_in(
             .push_bind(claimed.lease_token.clone());
     });
     update.push(q::FINISH_MANY_TAIL);
-    let updated: Vec<String> = update.build_query_scalar().fetch_all(&mut *tx).await?;
-    let updated: std::collections::HashSet<String> = updated.into_iter().collect();
-    let records: Vec<Option<AttemptRecord>> = finishes
-        .into_iter()
-        .map(|(claimed, outcome)| {
-            updated
-                .contains(&claimed.delivery_id)
-                .then(|| attempt_record(claimed, outcome))
-        })
-        .collect();
+    let count = finishes.len();
+    let records: Vec<Option<AttemptRecord>> = if q::FINISH_MANY_RETURNS {
+        let updated: Vec<String> = update.build_query_scalar().fetch_all(&mut *tx).await?;
+        let updated: std::collections::HashSet<String> = updated.into_iter().collect();
+        finishes
+            .into_iter()
+            .map(|(claimed, outcome)| {
+                updated
+                    .contains(&claimed.delivery_id)
+                    .then(|| attempt_record(claimed, outcome))
+            })
+            .collect()
+    } else {
+        let updated = update.build().execute(&mut *tx).await?.rows_affected();
+        if usize::try_from(updated).ok() != Some(count) {
+            // Which lease went is known only one by one.
+            return Err(StoreError::LeaseLost);
+        }
+        finishes
+            .into_iter()
+            .map(|(claimed, outcome)| Some(attempt_record(claimed, outcome)))
+            .collect()
+    };
     let written: Vec<&AttemptRecord> = records.iter().flatten().collect();
     insert_attempts(&mut *tx, &written).await?;
     Ok(records)

@@ -469,7 +469,14 @@ async fn commit_batch(
             Ok(())
         }
         Err(e) => {
-            tracing::warn!(error = %e, writes = batch.len(), "group commit failed; writing one by one");
+            if matches!(e, StoreError::LeaseLost) {
+                tracing::info!(
+                    writes = batch.len(),
+                    "an outcome's lease was lost; writing one by one"
+                );
+            } else {
+                tracing::warn!(error = %e, writes = batch.len(), "group commit failed; writing one by one");
+            }
             let mut first_failure = Ok(());
             let mut writes = batch.into_iter();
             while let Some(write) = writes.next() {

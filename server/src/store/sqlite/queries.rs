@@ -143,8 +143,15 @@ pub const CLAIM_DUE: &str = concat!(
     SET state = 'in_flight', attempt = attempt + 1, lease_token = ?1, updated_at = ?2, \
         lease_expires_at = ?2 + 30000000 + 1000 * COALESCE( \
             (SELECT timeout_ms FROM targets t WHERE t.id = deliveries.target_id), 30000) \
-    WHERE id IN (SELECT id FROM ranked WHERE rank <= room ORDER BY next_run_at LIMIT ?3) \
-    RETURNING id, request_id, target_id, attempt"
+    WHERE id IN (SELECT id FROM ranked WHERE rank <= room ORDER BY next_run_at LIMIT ?3)"
+);
+/// What a claim took, as one row (a JSON array of `[id, request_id,
+/// target_id, attempt]`): RETURNING would hand each row over from the
+/// connection's thread on its own. ?1 is the claim's lease token.
+pub const CLAIMED: Option<&str> = Some(
+    "SELECT json_group_array(json_array(id, request_id, target_id, attempt)) \
+    FROM deliveries INDEXED BY deliveries_in_flight \
+    WHERE state = 'in_flight' AND lease_token = ?1",
 );
 /// When the worker should look again: the earliest pending delivery of a
 /// target with a free slot, or the end of a breaker's cool-down. Targets at
@@ -185,8 +192,11 @@ pub const FINISH_MANY_HEAD: &str = "UPDATE deliveries SET state = v.column2, \
     next_run_at = COALESCE(v.column3, deliveries.next_run_at), lease_token = NULL, \
     lease_expires_at = NULL, updated_at = v.column4 FROM (";
 pub const FINISH_MANY_TAIL: &str = ") AS v WHERE deliveries.id = v.column1 \
-    AND deliveries.lease_token = v.column5 AND deliveries.state = 'in_flight' \
-    RETURNING deliveries.id";
+    AND deliveries.lease_token = v.column5 AND deliveries.state = 'in_flight'";
+/// Whether FINISH_MANY returns the ids it updated; without, the count of
+/// rows updated tells whether every lease held (each returned row would
+/// come over from the connection's thread on its own).
+pub const FINISH_MANY_RETURNS: bool = false;
 /// Many attempt rows: `VALUES (...), ...` follows.
 pub const INSERT_ATTEMPTS_HEAD: &str = "INSERT INTO attempts \
     (id, delivery_id, request_id, source_id, target_id, url, attempt, state, status_code, \
