@@ -779,4 +779,68 @@ mod tests {
             "a detached worker's slots are its own business"
         );
     }
+
+    #[tokio::test]
+    async fn outcomes_are_recorded_in_bulk_when_every_lease_holds() {
+        let (_dir, store) = store_with_targets(&[(RetryPolicy::None, 8)]).await;
+        for _ in 0..3 {
+            assert_eq!(store.ingest(&request()).await.ok(), Some(1));
+        }
+        let worker = new_record_id();
+        let mut claimed = store
+            .claim_due_deliveries(&worker, 10, &[])
+            .await
+            .unwrap_or_default();
+        assert_eq!(claimed.len(), 3);
+        // One of them is claimed again by another worker once its lease ran out.
+        let lost = claimed
+            .pop()
+            .unwrap_or_else(|| panic!("three were claimed"));
+        sqlx::query("UPDATE deliveries SET lease_expires_at = 0 WHERE id = $1")
+            .bind(&lost.delivery_id)
+            .execute(&store.writer)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let again = store
+            .claim_due_deliveries(&new_record_id(), 10, &[])
+            .await
+            .unwrap_or_default();
+        assert_eq!(again.len(), 1);
+
+        let mut conn = store
+            .writer
+            .acquire()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut tx = sqlx::Connection::begin(&mut *conn)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let held: Vec<_> = claimed
+            .iter()
+            .map(|c| (c, delivered(now_micros())))
+            .collect();
+        let records = finish_many_in(&mut tx, held)
+            .await
+            .unwrap_or_else(|e| panic!("every lease held, yet: {e}"));
+        assert!(records.iter().all(Option::is_some));
+        let attempts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM attempts")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(attempts, 2, "one attempt row per outcome");
+        // A lost lease (and one already used) among them: where the ids
+        // updated come back, each is None; where only the count does, the
+        // batch is refused as a whole, to be written one by one.
+        let stale = vec![
+            (&claimed[0], delivered(now_micros())),
+            (&lost, delivered(now_micros())),
+        ];
+        let result = finish_many_in(&mut tx, stale).await;
+        if q::FINISH_MANY_RETURNS {
+            assert!(matches!(result.as_deref(), Ok([None, None])), "{result:?}");
+        } else {
+            assert!(matches!(result, Err(StoreError::LeaseLost)), "{result:?}");
+        }
+        tx.rollback().await.unwrap_or_else(|e| panic!("{e}"));
+    }
 }
