@@ -68,9 +68,14 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// both alike; returns both medians.
 async fn by_turns(empty: &Endpoint, other: &Endpoint, plan: Plan) -> anyhow::Result<(f64, f64)> {
     let (mut a, mut b) = (Vec::new(), Vec::new());
-    for _ in 0..plan.runs {
-        a.push(ingest_rate(empty, plan).await?);
-        b.push(ingest_rate(other, plan).await?);
+    for turn in 1..=plan.runs {
+        let (x, y) = (
+            ingest_rate(empty, plan).await?,
+            ingest_rate(other, plan).await?,
+        );
+        eprintln!("  turn {turn}: empty store {x:.0} acks/s, the other {y:.0} acks/s");
+        a.push(x);
+        b.push(y);
     }
     Ok((median(a), median(b)))
 }

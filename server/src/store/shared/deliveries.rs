@@ -843,4 +843,50 @@ mod tests {
         }
         tx.rollback().await.unwrap_or_else(|e| panic!("{e}"));
     }
+
+    #[tokio::test]
+    async fn a_failing_claim_never_fails_the_webhooks_of_its_batch() {
+        use crate::store::dispatch;
+        let (_dir, store) = store_with_targets(&[(RetryPolicy::None, 8)]).await;
+        let (handle, mut feed) = dispatch::channel(&new_record_id(), 4);
+        store
+            .dispatch_to(Some(std::sync::Arc::new(handle)))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Routing is read, the first delivery claimed.
+        assert_eq!(store.ingest(&request()).await.ok(), Some(1));
+        assert_eq!(handed_over(&mut feed).await.deliveries.len(), 1);
+        // Then the target's row turns unreadable, behind the gateway's back;
+        // claims read it again once their copy is a second old.
+        sqlx::query("UPDATE targets SET retry_kind = 'bogus'")
+            .execute(&store.writer)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        for _ in 0..3 {
+            assert_eq!(
+                store.ingest(&request()).await.ok(),
+                Some(1),
+                "the webhook is stored even though its delivery cannot be claimed"
+            );
+        }
+        assert!(nothing_more(&mut feed).await);
+        let pending = store
+            .list_deliveries(&DeliveryFilter::default(), 10)
+            .await
+            .unwrap_or_default();
+        assert_eq!(pending.iter().filter(|d| d.state == "pending").count(), 3);
+
+        // Repaired, the next claim after the pause takes them.
+        sqlx::query("UPDATE targets SET retry_kind = 'none'")
+            .execute(&store.writer)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        store.kick();
+        let mut claimed = 0;
+        while claimed < 3 {
+            claimed += handed_over(&mut feed).await.deliveries.len();
+        }
+    }
 }

@@ -30,6 +30,8 @@ const QUEUE: usize = 4096;
 const MAX_BATCH: usize = 512;
 /// The most deliveries one batch claims for the worker.
 const MAX_CLAIM: usize = 256;
+/// How long batches skip claiming after a claim failed.
+const CLAIM_PAUSE: Duration = Duration::from_secs(1);
 /// How often claims first return expired leases to pending.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 /// How long claims use a target's settings read earlier. Changes made
@@ -275,6 +277,8 @@ struct Dispatcher {
     targets: std::collections::HashMap<i64, crate::store::model::Target>,
     targets_read: Option<(u64, std::time::Instant)>,
     catalog: super::routing::Generation,
+    /// After a claim failed: no claims until then.
+    paused_until: Option<std::time::Instant>,
 }
 
 impl Dispatcher {
@@ -315,6 +319,12 @@ impl Dispatcher {
         let Some(handle) = &self.handle else {
             return 0;
         };
+        if self
+            .paused_until
+            .is_some_and(|until| std::time::Instant::now() < until)
+        {
+            return 0;
+        }
         let may_have_work = batch.iter().any(|w| match w {
             Write::Ingest { targets, .. } => !targets.is_empty(),
             Write::Finish { .. } | Write::Kick => true,
@@ -445,9 +455,17 @@ async fn commit_batch(
     let released = dispatcher.released(&batch);
     let wanted = dispatcher.wanted(&batch, released);
     let applied = match apply_all(conn, &batch).await {
-        Ok(applied) => claim_for(conn, dispatcher, &batch, wanted)
-            .await
-            .map(|claimed| (applied, claimed)),
+        Ok(applied) => match claim_for(conn, dispatcher, &batch, wanted).await {
+            Ok(claimed) => Ok((applied, claimed)),
+            Err(e) => {
+                // This batch is written again one by one, without claims;
+                // the next ones skip claiming for a while rather than fail
+                // the same way.
+                tracing::warn!(error = %e, pause = ?CLAIM_PAUSE, "claiming deliveries failed; claims paused");
+                dispatcher.paused_until = Some(std::time::Instant::now() + CLAIM_PAUSE);
+                Err(e)
+            }
+        },
         Err(e) => Err(e),
     };
     match end(conn, applied).await {
