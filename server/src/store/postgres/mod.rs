@@ -165,3 +165,25 @@ async fn test_store() -> (TestKeep, Store) {
         .unwrap_or_else(|e| panic!("{e}"));
     ((), store)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn deliveries_are_vacuumed_early() {
+        let ((), store) = test_store().await;
+        let options: Option<Vec<String>> = sqlx::query_scalar(
+            "SELECT c.reloptions FROM pg_class c \
+             WHERE c.relname = 'deliveries' AND c.relnamespace = current_schema()::regnamespace",
+        )
+        .fetch_one(&store.reader)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let options = options.unwrap_or_default();
+        assert!(
+            options.contains(&"autovacuum_vacuum_scale_factor=0.01".to_owned()),
+            "{options:?}"
+        );
+    }
+}
