@@ -136,8 +136,10 @@ impl Store {
     }
 }
 
-/// How often the WAL is copied back into the database file.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
+/// How often the WAL is copied back into the database file. The writer's
+/// catch-up checkpoint (see `Upkeep`) copies at most this much of writing,
+/// while every webhook waits.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
 
 /// Frames in the WAL past which it should start again from its beginning.
 const WAL_RESTART_FRAMES: i64 = 4096;
