@@ -184,10 +184,7 @@ impl Worker {
                 Some(now + STORE_RETRY)
             }
         };
-        match (next, refill) {
-            (next, Some(refill)) => earliest(next, now + refill),
-            (next, None) => next,
-        }
+        refill.map_or(next, |refill| earliest(next, now + refill))
     }
 
     /// How long until the target of `delivery` may be sent to again, if it

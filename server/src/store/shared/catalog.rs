@@ -167,15 +167,13 @@ impl Store {
     /// # Errors
     /// The store is unavailable.
     pub async fn list_targets(&self) -> Result<Vec<Target>, StoreError> {
+        let mut conn = self.reader.acquire().await?;
         let rows: Vec<TargetRow> = sqlx::query_as(q::SELECT_TARGETS)
-            .fetch_all(&self.reader)
+            .fetch_all(&mut *conn)
             .await?;
         let mut targets = Vec::with_capacity(rows.len());
         for row in rows {
-            let routes = sqlx::query_scalar(q::SELECT_TARGET_SOURCES)
-                .bind(row.id)
-                .fetch_all(&self.reader)
-                .await?;
+            let routes = routes_in(&mut conn, row.id).await?;
             targets.push(row.into_target(routes)?);
         }
         Ok(targets)
@@ -301,9 +299,14 @@ pub(super) async fn target_in(conn: &mut DbConn, id: i64) -> Result<Option<Targe
     let Some(row) = row else {
         return Ok(None);
     };
-    let routes: Vec<i64> = sqlx::query_scalar(q::SELECT_TARGET_SOURCES)
+    let routes = routes_in(&mut *conn, id).await?;
+    Ok(Some(row.into_target(routes)?))
+}
+
+/// The sources a target is routed from, on the caller's connection.
+async fn routes_in(conn: &mut DbConn, id: i64) -> Result<Vec<i64>, StoreError> {
+    Ok(sqlx::query_scalar(q::SELECT_TARGET_SOURCES)
         .bind(id)
         .fetch_all(&mut *conn)
-        .await?;
-    Ok(Some(row.into_target(routes)?))
+        .await?)
 }

@@ -258,8 +258,8 @@ pub(super) async fn claim_in(
         .bind(super::id_list(skip));
     let rows: Vec<(String, String, i64, i64)> = match q::CLAIMED {
         Some(claimed) => {
-            let taken = claim.execute(&mut *conn).await?.rows_affected();
-            if taken == 0 {
+            // Nothing taken: no need to ask what.
+            if claim.execute(&mut *conn).await?.rows_affected() == 0 {
                 return Ok((Vec::new(), 0));
             }
             let json: String = sqlx::query_scalar(claimed)

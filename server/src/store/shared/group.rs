@@ -434,9 +434,7 @@ async fn commit_batch(
             Err(e) => {
                 let message = e.to_string();
                 tracing::warn!(error = %message, writes = batch.len(), "group commit: no connection");
-                for write in batch {
-                    fail(write, &message);
-                }
+                fail_all(batch, &message);
                 return Err(StoreError::Unavailable(sqlx::Error::Protocol(message)));
             }
         },
@@ -447,9 +445,7 @@ async fn commit_batch(
     if let Err(e) = begin(conn).await {
         let message = e.to_string();
         tracing::warn!(error = %message, writes = batch.len(), "group commit: cannot begin");
-        for write in batch {
-            fail(write, &message);
-        }
+        fail_all(batch, &message);
         return Err(e);
     }
     let released = dispatcher.released(&batch);
@@ -499,11 +495,7 @@ async fn commit_batch(
             let mut writes = batch.into_iter();
             while let Some(write) = writes.next() {
                 if let Err(e) = begin(conn).await {
-                    let message = e.to_string();
-                    fail(write, &message);
-                    for rest in writes.by_ref() {
-                        fail(rest, &message);
-                    }
+                    fail_all(std::iter::once(write).chain(writes), &e.to_string());
                     return Err(e);
                 }
                 let applied = apply_one(conn, &write).await;
@@ -669,7 +661,10 @@ fn mixed_up() -> StoreError {
     StoreError::Corrupt("group commit: an answer of the wrong kind".into())
 }
 
-fn fail(write: Write, message: &str) {
-    let error = StoreError::Unavailable(sqlx::Error::Protocol(message.to_owned()));
-    answer(write, Err(error));
+/// Answers every write with the same failure.
+fn fail_all(writes: impl IntoIterator<Item = Write>, message: &str) {
+    for write in writes {
+        let error = StoreError::Unavailable(sqlx::Error::Protocol(message.to_owned()));
+        answer(write, Err(error));
+    }
 }

@@ -191,8 +191,6 @@ async fn insert_deliveries(
     Ok(())
 }
 
-/// The writes of one ingest, inside the caller's transaction: the request,
-/// and a delivery to each of `targets` that still exists.
 /// Requests by id (missing ones are left out), on the caller's connection.
 pub(super) async fn requests_in(
     conn: &mut DbConn,
@@ -216,6 +214,8 @@ pub(super) async fn requests_in(
     Ok(found)
 }
 
+/// The writes of one ingest, inside the caller's transaction: the request,
+/// and a delivery to each of `targets` that still exists.
 pub(super) async fn ingest_in(
     conn: &mut DbConn,
     request: &StoredRequest,
