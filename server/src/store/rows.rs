@@ -199,17 +199,17 @@ fn decode_headers(json: &str) -> Result<Vec<Header>, StoreError> {
 
 #[derive(sqlx::FromRow)]
 pub struct RequestRow {
-    id: String,
-    source_id: i64,
-    source_name: Option<String>,
-    method: String,
-    path: String,
-    query: String,
-    headers: String,
-    body: Vec<u8>,
-    remote_addr: String,
-    created_at: i64,
-    resent_from: Option<String>,
+    pub(crate) id: String,
+    pub(crate) source_id: i64,
+    pub(crate) source_name: Option<String>,
+    pub(crate) method: String,
+    pub(crate) path: String,
+    pub(crate) query: String,
+    pub(crate) headers: String,
+    pub(crate) body: Vec<u8>,
+    pub(crate) remote_addr: String,
+    pub(crate) created_at: i64,
+    pub(crate) resent_from: Option<String>,
 }
 
 impl TryFrom<RequestRow> for StoredRequest {

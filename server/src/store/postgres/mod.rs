@@ -54,6 +54,74 @@ impl Upkeep {
     async fn after_commit(&self, _conn: &mut DbConn) {}
 }
 
+/// PostgreSQL gives the group writer no connection of its own: every
+/// statement is a round trip to the server whichever way it is sent, so
+/// every batch goes through sqlx. (SQLite's `Direct` has these methods.)
+#[derive(Debug)]
+enum Direct {}
+
+#[allow(clippy::unused_self)]
+impl Direct {
+    fn begin(&mut self) -> Result<(), StoreError> {
+        match *self {}
+    }
+
+    fn end(&mut self, _commit: bool) -> Result<(), StoreError> {
+        match *self {}
+    }
+
+    fn ingest(
+        &mut self,
+        _request: &super::model::StoredRequest,
+        _targets: &[i64],
+    ) -> Result<u32, StoreError> {
+        match *self {}
+    }
+
+    fn finish(
+        &mut self,
+        _claimed: &super::model::ClaimedDelivery,
+        _outcome: super::model::AttemptOutcome,
+    ) -> Result<Option<super::model::AttemptRecord>, StoreError> {
+        match *self {}
+    }
+
+    fn probe(&mut self) -> Result<(), StoreError> {
+        match *self {}
+    }
+
+    fn claim(
+        &mut self,
+        _lease_token: &str,
+        _limit: u32,
+        _skip: &[i64],
+        _expire: bool,
+        _now: i64,
+    ) -> Result<Vec<deliveries::ClaimRow>, StoreError> {
+        match *self {}
+    }
+
+    fn requests(
+        &mut self,
+        _ids: &[&str],
+    ) -> Result<std::collections::HashMap<String, super::model::StoredRequest>, StoreError> {
+        match *self {}
+    }
+
+    fn cancel_claimed(
+        &mut self,
+        _delivery_id: &str,
+        _lease_token: &str,
+        _now: i64,
+    ) -> Result<(), StoreError> {
+        match *self {}
+    }
+
+    fn after_commit(&mut self, _upkeep: &Upkeep) {
+        match *self {}
+    }
+}
+
 /// How long a caller waits for a connection before the store reports itself
 /// unavailable (the server is down or every connection is busy).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -88,7 +156,7 @@ impl Store {
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         let routing = routing::RoutingCache::default();
-        let group = group::GroupWriter::start(pool.clone(), Upkeep, routing.generation());
+        let group = group::GroupWriter::start(pool.clone(), None, Upkeep, routing.generation());
         Ok(Store {
             writer: pool.clone(),
             reader: pool,

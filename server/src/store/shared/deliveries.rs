@@ -227,6 +227,14 @@ impl Store {
     }
 }
 
+/// A row a claim took: delivery id, request id, target id, attempt.
+pub(super) type ClaimRow = (String, String, i64, i64);
+
+/// A new lease token of `worker_id`: the worker's id, then a record id.
+pub(super) fn new_lease_token(worker_id: &str) -> String {
+    format!("{worker_id}.{}", new_record_id())
+}
+
 /// Claims up to `limit` due deliveries under a new lease of `worker_id`
 /// (after returning expired leases to pending, if `expire`), inside the
 /// caller's transaction, and loads what sending them takes. Requests in
@@ -244,7 +252,7 @@ pub(super) async fn claim_in(
     targets: &mut std::collections::HashMap<i64, crate::store::model::Target>,
 ) -> Result<(Vec<ClaimedDelivery>, usize), StoreError> {
     let now = now_micros();
-    let lease_token = format!("{worker_id}.{}", new_record_id());
+    let lease_token = new_lease_token(worker_id);
     if expire {
         sqlx::query(q::EXPIRE_LEASES)
             .bind(now)
@@ -256,7 +264,7 @@ pub(super) async fn claim_in(
         .bind(now)
         .bind(i64::from(limit))
         .bind(super::id_list(skip));
-    let rows: Vec<(String, String, i64, i64)> = match q::CLAIMED {
+    let rows: Vec<ClaimRow> = match q::CLAIMED {
         Some(claimed) => {
             // Nothing taken: no need to ask what.
             if claim.execute(&mut *conn).await?.rows_affected() == 0 {
@@ -292,20 +300,63 @@ pub(super) async fn claim_in(
     }
 
     // The requests not in memory in one query, each target once.
-    let missing: Vec<&str> = rows
+    let loaded = requests_in(&mut *conn, &missing_requests(&rows, fresh)).await?;
+    load_targets(&mut *conn, &rows, targets).await?;
+    let (claimed, gone) = assemble_claims(rows, &lease_token, fresh, &loaded, targets);
+    for delivery_id in gone {
+        sqlx::query(q::CANCEL_CLAIMED)
+            .bind(now)
+            .bind(&delivery_id)
+            .bind(&lease_token)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok((claimed, taken))
+}
+
+/// The requests of claimed `rows` that are not in `fresh`, each once.
+pub(super) fn missing_requests<'r>(
+    rows: &'r [ClaimRow],
+    fresh: &std::collections::HashMap<&str, &StoredRequest>,
+) -> Vec<&'r str> {
+    let mut missing: Vec<&str> = rows
         .iter()
         .map(|(_, request_id, _, _)| request_id.as_str())
         .filter(|id| !fresh.contains_key(id))
         .collect();
-    let loaded = requests_in(&mut *conn, &missing).await?;
-    for (_, _, target_id, _) in &rows {
+    missing.sort_unstable();
+    missing.dedup();
+    missing
+}
+
+/// Reads into `targets`, on `conn`, the targets of claimed `rows` not in it yet.
+pub(super) async fn load_targets(
+    conn: &mut DbConn,
+    rows: &[ClaimRow],
+    targets: &mut std::collections::HashMap<i64, crate::store::model::Target>,
+) -> Result<(), StoreError> {
+    for (_, _, target_id, _) in rows {
         if !targets.contains_key(target_id)
             && let Some(target) = target_in(&mut *conn, *target_id).await?
         {
             targets.insert(*target_id, target);
         }
     }
+    Ok(())
+}
+
+/// Claimed `rows` made ready to send, with their requests (from `fresh`
+/// or `loaded`) and targets; then the ids of those whose request or
+/// target is gone, to cancel.
+pub(super) fn assemble_claims(
+    rows: Vec<ClaimRow>,
+    lease_token: &str,
+    fresh: &std::collections::HashMap<&str, &StoredRequest>,
+    loaded: &std::collections::HashMap<String, StoredRequest>,
+    targets: &std::collections::HashMap<i64, crate::store::model::Target>,
+) -> (Vec<ClaimedDelivery>, Vec<String>) {
     let mut claimed = Vec::with_capacity(rows.len());
+    let mut gone = Vec::new();
     for (delivery_id, request_id, target_id, attempt) in rows {
         // Several deliveries of one request share its body (Bytes).
         let request = fresh
@@ -316,23 +367,18 @@ pub(super) async fn claim_in(
         let (Some(request), Some(target)) = (request, target) else {
             // Removed since: nothing left to send.
             tracing::warn!(%delivery_id, "claimed delivery lost its request or target: cancelled");
-            sqlx::query(q::CANCEL_CLAIMED)
-                .bind(now)
-                .bind(&delivery_id)
-                .bind(&lease_token)
-                .execute(&mut *conn)
-                .await?;
+            gone.push(delivery_id);
             continue;
         };
         claimed.push(ClaimedDelivery {
             delivery_id,
-            lease_token: lease_token.clone(),
+            lease_token: lease_token.to_owned(),
             attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
             request,
             target,
         });
     }
-    Ok((claimed, taken))
+    (claimed, gone)
 }
 
 pub(super) async fn finish_in(
@@ -420,7 +466,7 @@ pub(super) fn is_simple(claimed: &ClaimedDelivery, outcome: &AttemptOutcome) -> 
                 && claimed.target.breaker == Breaker::default()))
 }
 
-fn delivery_state_of(state: AttemptState) -> &'static str {
+pub(super) fn delivery_state_of(state: AttemptState) -> &'static str {
     match state {
         AttemptState::Retrying => "pending",
         AttemptState::Delivered => "delivered",
@@ -428,7 +474,7 @@ fn delivery_state_of(state: AttemptState) -> &'static str {
     }
 }
 
-fn attempt_record(claimed: &ClaimedDelivery, outcome: AttemptOutcome) -> AttemptRecord {
+pub(super) fn attempt_record(claimed: &ClaimedDelivery, outcome: AttemptOutcome) -> AttemptRecord {
     AttemptRecord {
         id: new_record_id(),
         delivery_id: claimed.delivery_id.clone(),
@@ -492,7 +538,7 @@ pub(super) async fn finish_many_in(
 
 /// The response or error columns of an attempt row.
 #[allow(clippy::type_complexity)]
-fn attempt_columns(
+pub(super) fn attempt_columns(
     record: &AttemptRecord,
 ) -> (
     Option<i64>,

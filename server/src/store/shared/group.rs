@@ -5,14 +5,20 @@
 //! fsync), and only then answers each caller and hands the claims over.
 //! If anything in the batch fails, each write is retried on its own (and
 //! nothing is claimed). The writer keeps its connection from one batch to
-//! the next while writes keep coming.
+//! the next while writes keep coming. A backend may give the writer a
+//! connection of its own (`Direct`, SQLite's) for the batches that hold
+//! only webhooks, simple outcomes and probes; the pool's connection is then
+//! held all the same, so that nothing else writes at the same time.
 
 use std::time::Duration;
 
 use super::{DbConn, DbPool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::deliveries::{claim_in, finish_in, finish_many_in, is_simple};
+use super::deliveries::{
+    assemble_claims, claim_in, finish_in, finish_many_in, is_simple, load_targets,
+    missing_requests, new_lease_token,
+};
 use super::requests::{ingest_in, ingest_many_in};
 use crate::store::StoreError;
 use crate::store::dispatch::{DispatchHandle, Dispatched};
@@ -103,12 +109,24 @@ fn writer_gone() -> StoreError {
 }
 
 impl GroupWriter {
-    /// Starts the writer task on `pool` (the store's single writer connection).
-    /// Claims read targets afresh whenever `catalog` moves.
-    pub fn start(pool: DbPool, upkeep: super::Upkeep, catalog: super::routing::Generation) -> Self {
+    /// Starts the writer task on `pool` (the store's single writer
+    /// connection), and `direct`, the writer's own connection if the backend
+    /// has one. Claims read targets afresh whenever `catalog` moves.
+    pub fn start(
+        pool: DbPool,
+        direct: Option<super::Direct>,
+        upkeep: super::Upkeep,
+        catalog: super::routing::Generation,
+    ) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE);
         let last_failure = LastFailure::default();
-        let task = run(pool, receiver, last_failure.clone(), upkeep, catalog);
+        let writer = Writer {
+            pool,
+            direct,
+            upkeep,
+            held: None,
+        };
+        let task = run(writer, receiver, last_failure.clone(), catalog);
         // A thread of its own: under load the runtime's workers are busy
         // with connections, and every statement's answer would wait its
         // turn behind them to wake the writer.
@@ -211,15 +229,23 @@ impl GroupWriter {
     }
 }
 
-async fn run(
+/// What the writer writes with.
+struct Writer {
     pool: DbPool,
+    /// The writer's own connection (SQLite), for plain batches.
+    direct: Option<super::Direct>,
+    upkeep: super::Upkeep,
+    /// The pool's connection, while the writer keeps it, and since when.
+    held: Option<(Held, std::time::Instant)>,
+}
+
+async fn run(
+    mut writer: Writer,
     mut receiver: mpsc::Receiver<Write>,
     last_failure: LastFailure,
-    upkeep: super::Upkeep,
     catalog: super::routing::Generation,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut held = None;
     let mut dispatcher = Dispatcher {
         catalog,
         ..Dispatcher::default()
@@ -232,23 +258,17 @@ async fn run(
         let probes_only = batch
             .iter()
             .all(|w| matches!(w, Write::Probe { .. } | Write::Kick));
-        let r = commit_batch(
-            &pool,
-            &mut held,
-            std::mem::take(&mut batch),
-            &upkeep,
-            &mut dispatcher,
-        )
-        .await;
+        let r = commit_batch(&mut writer, std::mem::take(&mut batch), &mut dispatcher).await;
         // Others that write (the admin service, retention) get the
         // connection when the queue runs dry, and at least every HOLD_FOR.
         if r.is_err()
             || receiver.is_empty()
-            || held
+            || writer
+                .held
                 .as_ref()
                 .is_some_and(|(_, since)| since.elapsed() >= HOLD_FOR)
         {
-            held = None;
+            writer.held = None;
         }
         match r {
             Err(e) => last_failure.set(&e),
@@ -357,6 +377,17 @@ impl Dispatcher {
         &mut self.targets
     }
 
+    /// For a claim of `limit` deliveries, if any: the worker's handle, the
+    /// targets to skip, and whether to first return expired leases.
+    fn claim_now(
+        &mut self,
+        limit: usize,
+    ) -> Option<(std::sync::Arc<DispatchHandle>, Vec<i64>, bool)> {
+        let handle = self.handle.clone().filter(|_| limit > 0)?;
+        let skip = handle.slots.skip();
+        Some((handle, skip, self.expire_now()))
+    }
+
     /// Whether this claim should first return expired leases.
     fn expire_now(&mut self) -> bool {
         let now = std::time::Instant::now();
@@ -378,21 +409,10 @@ async fn claim_for(
     batch: &[Write],
     limit: usize,
 ) -> Result<Option<Dispatched>, StoreError> {
-    let Some(handle) = dispatcher.handle.clone() else {
+    let Some((handle, skip, expire)) = dispatcher.claim_now(limit) else {
         return Ok(None);
     };
-    if limit == 0 {
-        return Ok(None);
-    }
-    let fresh: std::collections::HashMap<&str, &StoredRequest> = batch
-        .iter()
-        .filter_map(|w| match w {
-            Write::Ingest { request, .. } => Some((request.id.as_str(), &**request)),
-            _ => None,
-        })
-        .collect();
-    let skip = handle.slots.skip();
-    let expire = dispatcher.expire_now();
+    let fresh = fresh_requests(batch);
     let limit_u32 = u32::try_from(limit).unwrap_or(u32::MAX);
     let targets = dispatcher.current_targets(batch);
     let (deliveries, rows) = claim_in(
@@ -411,6 +431,37 @@ async fn claim_for(
     }))
 }
 
+/// The requests written by `batch`, by id: claims hand them over from
+/// memory instead of reading them back.
+fn fresh_requests(batch: &[Write]) -> std::collections::HashMap<&str, &StoredRequest> {
+    batch
+        .iter()
+        .filter_map(|w| match w {
+            Write::Ingest { request, .. } => Some((request.id.as_str(), &**request)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether every write of `batch` can go through the writer's own
+/// connection: webhooks, simple outcomes (see `is_simple`), probes.
+fn plain(batch: &[Write]) -> bool {
+    batch.iter().all(|w| match w {
+        Write::Finish {
+            claimed, outcome, ..
+        } => is_simple(claimed, outcome),
+        Write::Ingest { .. } | Write::Probe { .. } | Write::Kick | Write::Dispatch { .. } => true,
+    })
+}
+
+/// A batch's claim failed: this batch is written again one by one, without
+/// claims; the next ones skip claiming for a while rather than fail the
+/// same way.
+fn pause_claims(dispatcher: &mut Dispatcher, e: &StoreError) {
+    tracing::warn!(error = %e, pause = ?CLAIM_PAUSE, "claiming deliveries failed; claims paused");
+    dispatcher.paused_until = Some(std::time::Instant::now() + CLAIM_PAUSE);
+}
+
 /// Commits a batch and answers every write. A write is answered Ok only if
 /// the COMMIT that contains it returned Ok.
 ///
@@ -421,16 +472,14 @@ async fn claim_for(
 /// ever continued after a failed statement.)
 /// Returns the first failure, if any write failed.
 async fn commit_batch(
-    pool: &DbPool,
-    held: &mut Option<(Held, std::time::Instant)>,
+    writer: &mut Writer,
     batch: Vec<Write>,
-    upkeep: &super::Upkeep,
     dispatcher: &mut Dispatcher,
 ) -> Result<(), StoreError> {
-    let conn = match held {
+    let conn = match &mut writer.held {
         Some((conn, _)) => conn,
-        None => match pool.acquire().await {
-            Ok(conn) => &mut held.insert((conn, std::time::Instant::now())).0,
+        None => match writer.pool.acquire().await {
+            Ok(conn) => &mut writer.held.insert((conn, std::time::Instant::now())).0,
             Err(e) => {
                 let message = e.to_string();
                 tracing::warn!(error = %message, writes = batch.len(), "group commit: no connection");
@@ -440,6 +489,11 @@ async fn commit_batch(
         },
     };
     let conn = &mut **conn;
+    if let Some(direct) = writer.direct.as_mut()
+        && plain(&batch)
+    {
+        return commit_direct(direct, conn, batch, &writer.upkeep, dispatcher).await;
+    }
     // No transaction at all (the store is locked, read-only, gone): every
     // write fails now, rather than each waiting out the lock in turn.
     if let Err(e) = begin(conn).await {
@@ -454,11 +508,7 @@ async fn commit_batch(
         Ok(applied) => match claim_for(conn, dispatcher, &batch, wanted).await {
             Ok(claimed) => Ok((applied, claimed)),
             Err(e) => {
-                // This batch is written again one by one, without claims;
-                // the next ones skip claiming for a while rather than fail
-                // the same way.
-                tracing::warn!(error = %e, pause = ?CLAIM_PAUSE, "claiming deliveries failed; claims paused");
-                dispatcher.paused_until = Some(std::time::Instant::now() + CLAIM_PAUSE);
+                pause_claims(dispatcher, &e);
                 Err(e)
             }
         },
@@ -466,20 +516,9 @@ async fn commit_batch(
     };
     match end(conn, applied).await {
         Ok((applied, claimed)) => {
-            for (write, applied) in batch.into_iter().zip(applied) {
-                answer(write, Ok(applied));
-            }
-            if let Some(handle) = &dispatcher.handle {
-                handle.slots.release(released);
-                if let Some(claimed) = claimed {
-                    handle.slots.take(claimed.deliveries.len());
-                    if !claimed.deliveries.is_empty() || claimed.exhausted {
-                        handle.hand_over(claimed);
-                    }
-                }
-            }
+            settle(batch, applied, released, claimed, dispatcher);
             // After the answers: nobody waits on the backend's upkeep.
-            upkeep.after_commit(conn).await;
+            writer.upkeep.after_commit(conn).await;
             Ok(())
         }
         Err(e) => {
@@ -491,32 +530,161 @@ async fn commit_batch(
             } else {
                 tracing::warn!(error = %e, writes = batch.len(), "group commit failed; writing one by one");
             }
-            let mut first_failure = Ok(());
-            let mut writes = batch.into_iter();
-            while let Some(write) = writes.next() {
-                if let Err(e) = begin(conn).await {
-                    fail_all(std::iter::once(write).chain(writes), &e.to_string());
-                    return Err(e);
-                }
-                let applied = apply_one(conn, &write).await;
-                let result = end(conn, applied).await;
-                if result.is_ok()
-                    && let (Some(handle), Write::Finish { claimed, .. }) =
-                        (&dispatcher.handle, &write)
-                    && handle.owns(&claimed.lease_token)
-                {
-                    handle.slots.release(1);
-                }
-                if let (Err(e), Ok(())) = (&result, &first_failure) {
-                    first_failure = Err(StoreError::Unavailable(sqlx::Error::Protocol(
-                        e.to_string(),
-                    )));
-                }
-                answer(write, result);
-            }
-            first_failure
+            one_by_one(conn, batch, dispatcher).await
         }
     }
+}
+
+/// A plain batch (see `plain`) on the writer's own connection, each write
+/// with its own statements, and its claim; on failure, every write again
+/// one by one through the pool's connection `conn`, which also reads the
+/// claims' targets.
+async fn commit_direct(
+    direct: &mut super::Direct,
+    conn: &mut DbConn,
+    batch: Vec<Write>,
+    upkeep: &super::Upkeep,
+    dispatcher: &mut Dispatcher,
+) -> Result<(), StoreError> {
+    if let Err(e) = direct.begin() {
+        let message = e.to_string();
+        tracing::warn!(error = %message, writes = batch.len(), "group commit: cannot begin");
+        fail_all(batch, &message);
+        return Err(e);
+    }
+    let released = dispatcher.released(&batch);
+    let wanted = dispatcher.wanted(&batch, released);
+    let applied = match batch
+        .iter()
+        .map(|write| apply_direct(direct, write))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(applied) => match claim_direct(direct, conn, dispatcher, &batch, wanted).await {
+            Ok(claimed) => Ok((applied, claimed)),
+            Err(e) => {
+                pause_claims(dispatcher, &e);
+                Err(e)
+            }
+        },
+        Err(e) => Err(e),
+    };
+    let ended = match applied {
+        Ok(applied) => direct.end(true).map(|()| applied),
+        Err(e) => direct.end(false).and(Err(e)),
+    };
+    match ended {
+        Ok((applied, claimed)) => {
+            settle(batch, applied, released, claimed, dispatcher);
+            direct.after_commit(upkeep);
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, writes = batch.len(), "group commit failed; writing one by one");
+            one_by_one(conn, batch, dispatcher).await
+        }
+    }
+}
+
+/// One plain write on the writer's own connection.
+fn apply_direct(direct: &mut super::Direct, write: &Write) -> Result<Applied, StoreError> {
+    match write {
+        Write::Ingest {
+            request, targets, ..
+        } => direct.ingest(request, targets).map(Applied::Ingest),
+        Write::Finish {
+            claimed, outcome, ..
+        } => direct
+            .finish(claimed, (**outcome).clone())
+            .map(|record| Applied::Finish(record.map(Box::new))),
+        Write::Probe { .. } => direct.probe().map(|()| Applied::Probe),
+        Write::Kick | Write::Dispatch { .. } => Ok(Applied::Kick),
+    }
+}
+
+/// `claim_for` on the writer's own connection; targets not read in the
+/// last second are read through `conn`.
+async fn claim_direct(
+    direct: &mut super::Direct,
+    conn: &mut DbConn,
+    dispatcher: &mut Dispatcher,
+    batch: &[Write],
+    limit: usize,
+) -> Result<Option<Dispatched>, StoreError> {
+    let Some((handle, skip, expire)) = dispatcher.claim_now(limit) else {
+        return Ok(None);
+    };
+    let fresh = fresh_requests(batch);
+    let now = crate::store::model::now_micros();
+    let lease_token = new_lease_token(&handle.worker_id);
+    let limit_u32 = u32::try_from(limit).unwrap_or(u32::MAX);
+    let rows = direct.claim(&lease_token, limit_u32, &skip, expire, now)?;
+    let taken = rows.len();
+    let loaded = direct.requests(&missing_requests(&rows, &fresh))?;
+    let targets = dispatcher.current_targets(batch);
+    load_targets(conn, &rows, targets).await?;
+    let (deliveries, gone) = assemble_claims(rows, &lease_token, &fresh, &loaded, targets);
+    for delivery_id in gone {
+        direct.cancel_claimed(&delivery_id, &lease_token, now)?;
+    }
+    Ok(Some(Dispatched {
+        deliveries,
+        exhausted: taken < limit,
+    }))
+}
+
+/// After a batch committed: answers every write, frees the slots of its
+/// outcomes and hands its claims over.
+fn settle(
+    batch: Vec<Write>,
+    applied: Vec<Applied>,
+    released: usize,
+    claimed: Option<Dispatched>,
+    dispatcher: &Dispatcher,
+) {
+    for (write, applied) in batch.into_iter().zip(applied) {
+        answer(write, Ok(applied));
+    }
+    if let Some(handle) = &dispatcher.handle {
+        handle.slots.release(released);
+        if let Some(claimed) = claimed {
+            handle.slots.take(claimed.deliveries.len());
+            if !claimed.deliveries.is_empty() || claimed.exhausted {
+                handle.hand_over(claimed);
+            }
+        }
+    }
+}
+
+/// Every write of a batch that failed as a whole, each in a transaction of
+/// its own on `conn`, without claims. Returns the first failure.
+async fn one_by_one(
+    conn: &mut DbConn,
+    batch: Vec<Write>,
+    dispatcher: &Dispatcher,
+) -> Result<(), StoreError> {
+    let mut first_failure = Ok(());
+    let mut writes = batch.into_iter();
+    while let Some(write) = writes.next() {
+        if let Err(e) = begin(conn).await {
+            fail_all(std::iter::once(write).chain(writes), &e.to_string());
+            return Err(e);
+        }
+        let applied = apply_one(conn, &write).await;
+        let result = end(conn, applied).await;
+        if result.is_ok()
+            && let (Some(handle), Write::Finish { claimed, .. }) = (&dispatcher.handle, &write)
+            && handle.owns(&claimed.lease_token)
+        {
+            handle.slots.release(1);
+        }
+        if let (Err(e), Ok(())) = (&result, &first_failure) {
+            first_failure = Err(StoreError::Unavailable(sqlx::Error::Protocol(
+                e.to_string(),
+            )));
+        }
+        answer(write, result);
+    }
+    first_failure
 }
 
 /// Begins a write transaction (on SQLite taking the write lock now, not at

@@ -8,6 +8,7 @@
 mod catalog;
 #[path = "../shared/deliveries.rs"]
 mod deliveries;
+mod direct;
 #[path = "../shared/group.rs"]
 mod group;
 #[path = "../shared/health.rs"]
@@ -39,6 +40,7 @@ use super::model::now_micros;
 type Db = sqlx::Sqlite;
 type DbConn = sqlx::SqliteConnection;
 type DbPool = SqlitePool;
+use direct::Direct;
 
 /// A list of target ids as one parameter: a JSON array (read with `json_each`).
 type IdList = String;
@@ -97,10 +99,12 @@ impl Store {
             .acquire_timeout(BUSY_TIMEOUT)
             .connect_with(options.clone())
             .await?;
+        let direct = Direct::open(options.get_filename(), BUSY_TIMEOUT)?;
         let upkeep = Upkeep::default();
         tokio::spawn(checkpoint_wal(checkpointer.clone(), upkeep.clone()));
         let routing = routing::RoutingCache::default();
-        let group = group::GroupWriter::start(writer.clone(), upkeep, routing.generation());
+        let group =
+            group::GroupWriter::start(writer.clone(), Some(direct), upkeep, routing.generation());
         Ok(Store {
             writer,
             reader,
