@@ -47,7 +47,7 @@ pub struct Config {
     pub body_timeout: Duration,
 
     /// Deliveries sent at the same time, over all targets.
-    #[arg(long, env = "DELIVERY_CONCURRENCY", default_value_t = 64)]
+    #[arg(long, env = "DELIVERY_CONCURRENCY", default_value_t = 256)]
     pub delivery_concurrency: usize,
 
     /// Retry policy of targets created without --retry: linear,

@@ -73,7 +73,7 @@ pub struct DeliveryFlags {
     /// Retry 4xx answers (other than 410) instead of failing.
     #[arg(long = "retry-on-4xx")]
     retry_on_4xx: bool,
-    /// Attempts to this target in flight at once (default 32).
+    /// Attempts to this target in flight at once (default 64).
     #[arg(long = "max-in-flight")]
     max_in_flight: Option<u32>,
     /// Rate limit, e.g. 100/s, 1000/m ("none" removes it).

@@ -14,7 +14,7 @@ const MAX_RETRY_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_TIMEOUT: Duration = Duration::from_secs(600);
 const MAX_URL_LEN: usize = 2048;
-const DEFAULT_MAX_IN_FLIGHT: u32 = 32;
+const DEFAULT_MAX_IN_FLIGHT: u32 = 64;
 const MAX_MAX_IN_FLIGHT: u32 = 10_000;
 const DEFAULT_BREAK_AFTER: u32 = 10;
 /// Unfinished deliveries listed by GetTarget.

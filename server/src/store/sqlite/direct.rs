@@ -282,22 +282,22 @@ impl Direct {
         if ids.is_empty() {
             return Ok(found);
         }
-        let mut select = self.conn.prepare_cached(q::SELECT_REQUEST)?;
+        let mut select = self.conn.prepare_cached(q::SELECT_REQUEST_IN_ORDER)?;
         for id in ids {
             let row = select
                 .query_row([id], |row| {
                     Ok(RequestRow {
-                        id: row.get("id")?,
-                        source_id: row.get("source_id")?,
-                        source_name: row.get("source_name")?,
-                        method: row.get("method")?,
-                        path: row.get("path")?,
-                        query: row.get("query")?,
-                        headers: row.get("headers")?,
-                        body: row.get("body")?,
-                        remote_addr: row.get("remote_addr")?,
-                        created_at: row.get("created_at")?,
-                        resent_from: row.get("resent_from")?,
+                        id: row.get(0)?,
+                        source_id: row.get(1)?,
+                        source_name: row.get(2)?,
+                        method: row.get(3)?,
+                        path: row.get(4)?,
+                        query: row.get(5)?,
+                        headers: row.get(6)?,
+                        body: row.get(7)?,
+                        remote_addr: row.get(8)?,
+                        created_at: row.get(9)?,
+                        resent_from: row.get(10)?,
                     })
                 })
                 .optional()?;

@@ -63,6 +63,10 @@ pub const INSERT_REQUEST: &str = "INSERT INTO requests \
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 pub const SELECT_REQUEST: &str = "SELECT r.*, s.name AS source_name FROM requests r \
     LEFT JOIN sources s ON s.id = r.source_id WHERE r.id = ?";
+/// A request by id, its columns in this order (read by position).
+pub const SELECT_REQUEST_IN_ORDER: &str = "SELECT r.id, r.source_id, s.name, r.method, r.path, \
+    r.query, r.headers, r.body, r.remote_addr, r.created_at, r.resent_from FROM requests r \
+    LEFT JOIN sources s ON s.id = r.source_id WHERE r.id = ?";
 /// Requests by id: `?, ?, ...)` follows.
 pub const SELECT_REQUESTS_HEAD: &str = "SELECT r.*, s.name AS source_name FROM requests r \
     LEFT JOIN sources s ON s.id = r.source_id WHERE r.id IN (";
@@ -124,8 +128,9 @@ macro_rules! open_targets {
 /// The lease lasts the target's timeout plus a margin. Each target gets at
 /// most its free in-flight slots, so a slow target can't take every slot.
 /// Each open target's due deliveries are read through its own index, at most
-/// a batch of them, so neither a full target's queue nor a long backlog
-/// makes every claim slower.
+/// a batch of them and no more than the largest room of an open target, so
+/// neither a full target's queue, nor a long backlog, nor a worker with
+/// many free slots makes every claim slower.
 pub const CLAIM_DUE: &str = concat!(
     open_targets!(),
     ", due AS ( \
@@ -133,7 +138,7 @@ pub const CLAIM_DUE: &str = concat!(
         JOIN deliveries d ON d.id IN ( \
             SELECT x.id FROM deliveries x INDEXED BY deliveries_by_target_due \
             WHERE x.target_id = o.id AND x.state = 'pending' AND x.next_run_at <= ?2 \
-            ORDER BY x.next_run_at LIMIT ?3) \
+            ORDER BY x.next_run_at LIMIT (SELECT MIN(?3, MAX(room)) FROM open_targets)) \
         WHERE o.room > 0), \
     ranked AS ( \
         SELECT id, next_run_at, room, \
