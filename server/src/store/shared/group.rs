@@ -494,24 +494,16 @@ async fn commit_batch(
     {
         return commit_direct(direct, conn, batch, &writer.upkeep, dispatcher).await;
     }
-    // No transaction at all (the store is locked, read-only, gone): every
-    // write fails now, rather than each waiting out the lock in turn.
     if let Err(e) = begin(conn).await {
-        let message = e.to_string();
-        tracing::warn!(error = %message, writes = batch.len(), "group commit: cannot begin");
-        fail_all(batch, &message);
-        return Err(e);
+        return cannot_begin(batch, e);
     }
     let released = dispatcher.released(&batch);
     let wanted = dispatcher.wanted(&batch, released);
     let applied = match apply_all(conn, &batch).await {
-        Ok(applied) => match claim_for(conn, dispatcher, &batch, wanted).await {
-            Ok(claimed) => Ok((applied, claimed)),
-            Err(e) => {
-                pause_claims(dispatcher, &e);
-                Err(e)
-            }
-        },
+        Ok(applied) => claim_for(conn, dispatcher, &batch, wanted)
+            .await
+            .inspect_err(|e| pause_claims(dispatcher, e))
+            .map(|claimed| (applied, claimed)),
         Err(e) => Err(e),
     };
     match end(conn, applied).await {
@@ -547,10 +539,7 @@ async fn commit_direct(
     dispatcher: &mut Dispatcher,
 ) -> Result<(), StoreError> {
     if let Err(e) = direct.begin() {
-        let message = e.to_string();
-        tracing::warn!(error = %message, writes = batch.len(), "group commit: cannot begin");
-        fail_all(batch, &message);
-        return Err(e);
+        return cannot_begin(batch, e);
     }
     let released = dispatcher.released(&batch);
     let wanted = dispatcher.wanted(&batch, released);
@@ -559,18 +548,19 @@ async fn commit_direct(
         .map(|write| apply_direct(direct, write))
         .collect::<Result<Vec<_>, _>>()
     {
-        Ok(applied) => match claim_direct(direct, conn, dispatcher, &batch, wanted).await {
-            Ok(claimed) => Ok((applied, claimed)),
-            Err(e) => {
-                pause_claims(dispatcher, &e);
-                Err(e)
-            }
-        },
+        Ok(applied) => claim_direct(direct, conn, dispatcher, &batch, wanted)
+            .await
+            .inspect_err(|e| pause_claims(dispatcher, e))
+            .map(|claimed| (applied, claimed)),
         Err(e) => Err(e),
     };
     let ended = match applied {
         Ok(applied) => direct.end(true).map(|()| applied),
-        Err(e) => direct.end(false).and(Err(e)),
+        Err(e) => {
+            // Rolls back; the batch's own failure is what is reported.
+            let _ = direct.end(false);
+            Err(e)
+        }
     };
     match ended {
         Ok((applied, claimed)) => {
@@ -827,6 +817,15 @@ fn answer(write: Write, result: Result<Applied, StoreError>) {
 
 fn mixed_up() -> StoreError {
     StoreError::Corrupt("group commit: an answer of the wrong kind".into())
+}
+
+/// No transaction at all (the store is locked, read-only, gone): every
+/// write of `batch` fails now, rather than each waiting out the lock in turn.
+fn cannot_begin(batch: Vec<Write>, e: StoreError) -> Result<(), StoreError> {
+    let message = e.to_string();
+    tracing::warn!(error = %message, writes = batch.len(), "group commit: cannot begin");
+    fail_all(batch, &message);
+    Err(e)
 }
 
 /// Answers every write with the same failure.
