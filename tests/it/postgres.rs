@@ -54,6 +54,22 @@ async fn the_gateway_stores_delivers_retries_and_resends_on_postgresql() {
         db.sql("SELECT state FROM deliveries ORDER BY target_id"),
         "delivered\nfailed"
     );
+    // `delivery show` lists the failed delivery's own attempts, in order.
+    let failed_delivery = db.sql(&format!(
+        "SELECT id FROM deliveries WHERE target_id = {failing_id}"
+    ));
+    let shown = gateway
+        .cli(&["delivery", "show", &failed_delivery])
+        .await
+        .ok();
+    let shown: serde_json::Value = serde_json::from_str(&shown.stdout).unwrap();
+    let log = shown["attempt_log"].as_array().unwrap();
+    let states: Vec<_> = log.iter().map(|a| a["state"].as_str()).collect();
+    assert_eq!(
+        states,
+        [Some("retrying"), Some("retrying"), Some("failed")],
+        "{shown}"
+    );
 
     // Everything survives a crash of the gateway.
     gateway.restart().await;

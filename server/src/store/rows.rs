@@ -296,7 +296,7 @@ pub fn to_millis(d: Duration) -> i64 {
 #[derive(sqlx::FromRow)]
 pub struct DeliveryRow {
     id: String,
-    request_id: String,
+    pub(crate) request_id: String,
     target_id: i64,
     target_name: Option<String>,
     state: String,

@@ -199,6 +199,7 @@ impl Store {
             return Ok(None);
         };
         let attempts: Vec<AttemptRow> = sqlx::query_as(q::SELECT_ATTEMPTS_OF_DELIVERY)
+            .bind(&row.request_id)
             .bind(id)
             .fetch_all(&self.reader)
             .await?;

@@ -224,6 +224,34 @@ async fn test_store() -> (TestKeep, Store) {
 mod tests {
     use super::*;
 
+    /// `delivery show` reads a delivery's attempts through the request's
+    /// index (migration 0009 dropped the delivery's), not by reading every
+    /// attempt.
+    #[tokio::test]
+    async fn a_deliverys_attempts_are_read_through_an_index() {
+        let (_dir, store) = test_store().await;
+        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(&format!(
+            "EXPLAIN QUERY PLAN {}",
+            queries::SELECT_ATTEMPTS_OF_DELIVERY
+        ))
+        .bind("a request")
+        .bind("a delivery")
+        .fetch_all(&store.reader)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let plan: Vec<&str> = plan.iter().map(|row| row.3.as_str()).collect();
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("USING INDEX attempts_by_request")),
+            "{plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|step| step.starts_with("SCAN a")),
+            "{plan:?}"
+        );
+        store.close().await;
+    }
+
     /// A store made by the migrations before 0007 keeps its requests when
     /// the table moves to rowids.
     #[tokio::test]

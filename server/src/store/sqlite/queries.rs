@@ -214,8 +214,11 @@ pub const SELECT_DELIVERIES: &str = "SELECT d.id, d.request_id, d.target_id, t.n
 pub const SELECT_DELIVERY: &str = "SELECT d.id, d.request_id, d.target_id, t.name AS target_name, \
     d.state, d.attempt, d.next_run_at, d.created_at, d.updated_at \
     FROM deliveries d LEFT JOIN targets t ON t.id = d.target_id WHERE d.id = ?";
+/// A delivery's attempts: its request's id, then its own (the request's
+/// index finds them; a request has a few attempts per target).
 pub const SELECT_ATTEMPTS_OF_DELIVERY: &str = "SELECT a.*, t.name AS target_name FROM attempts a \
-    LEFT JOIN targets t ON t.id = a.target_id WHERE a.delivery_id = ? ORDER BY a.id";
+    LEFT JOIN targets t ON t.id = a.target_id WHERE a.request_id = ? AND a.delivery_id = ? \
+    ORDER BY a.id";
 /// Requests whose delivery to a target ended failed since a time.
 pub const SELECT_FAILED_REQUESTS: &str = "SELECT request_id FROM deliveries \
     WHERE target_id = ? AND state = 'failed' AND updated_at >= ? ORDER BY updated_at, id";
