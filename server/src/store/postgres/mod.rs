@@ -133,6 +133,8 @@ const MAX_CONNECTIONS: u32 = 10;
 pub struct Store {
     writer: PgPool,
     reader: PgPool,
+    /// The group writer's connection (see `open_with`).
+    batches: PgPool,
     group: group::GroupWriter,
     routing: routing::RoutingCache,
 }
@@ -152,14 +154,31 @@ impl Store {
             .max_connections(MAX_CONNECTIONS)
             .min_connections(1)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        // The group writer's batches, on a connection of their own that
+        // never plans a bitmap scan. Every claim counts the deliveries in
+        // flight through a partial index, and each delivery that has left
+        // that state leaves a dead entry there until a vacuum (which may be
+        // a minute away, or off). A plain index scan marks each dead entry
+        // it passes so that later scans skip it; a bitmap scan, the
+        // planner's pick for a count it expects to be small, visits every
+        // one of them again at every claim, with their table pages
+        // (measured: 3.3 ms for 10 rows in flight behind 7,700 dead entries,
+        // against 0.06 ms once an index scan had marked them).
+        let batches = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.options([("enable_bitmapscan", "off")]))
+            .await?;
         let routing = routing::RoutingCache::default();
-        let group = group::GroupWriter::start(pool.clone(), None, Upkeep, routing.generation());
+        let group = group::GroupWriter::start(batches.clone(), None, Upkeep, routing.generation());
         Ok(Store {
             writer: pool.clone(),
             reader: pool,
+            batches,
             group,
             routing,
         })
@@ -175,8 +194,9 @@ impl Store {
         Ok(0)
     }
 
-    /// Closes the pool, waiting for running statements.
+    /// Closes the pools, waiting for running statements.
     pub async fn close(&self) {
+        self.batches.close().await;
         self.writer.close().await;
     }
 }
@@ -237,6 +257,54 @@ async fn test_store() -> (TestKeep, Store) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The group writer's claims never plan a bitmap scan (see
+    /// `open_with`), and the in-flight count they make, on a table with
+    /// a delivery in flight behind many that have left that state, reads
+    /// the partial index with a plain scan.
+    #[tokio::test]
+    async fn claims_count_in_flight_deliveries_with_a_plain_index_scan() {
+        let ((), store) = test_store().await;
+        let setting: String = sqlx::query_scalar("SHOW enable_bitmapscan")
+            .fetch_one(&store.batches)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(setting, "off");
+        // A target, then deliveries that went through in flight.
+        sqlx::query("INSERT INTO targets (name, url, retry_kind, retry_interval_ms, max_attempts, timeout_ms, created_at) \
+             VALUES ('t', 'http://127.0.0.1:9/', 'exponential', 1000, 5, 1000, 0)")
+            .execute(&store.batches)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        sqlx::query(
+            "INSERT INTO deliveries (id, request_id, target_id, state, next_run_at, created_at, updated_at) \
+             SELECT 'd' || n, 'r' || n, (SELECT MIN(id) FROM targets), 'in_flight', 0, 0, 0 \
+             FROM generate_series(1, 2000) AS n",
+        )
+        .execute(&store.batches)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        sqlx::query("UPDATE deliveries SET state = 'delivered' WHERE id <> 'd1'")
+            .execute(&store.batches)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        sqlx::query("ANALYZE deliveries")
+            .execute(&store.batches)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let plan: Vec<String> = sqlx::query_scalar(
+            "EXPLAIN SELECT target_id, COUNT(*) FROM deliveries \
+             WHERE state = 'in_flight' GROUP BY target_id",
+        )
+        .fetch_all(&store.batches)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let plan = plan.join("\n");
+        assert!(plan.contains("deliveries_in_flight"), "{plan}");
+        assert!(!plan.contains("Bitmap"), "{plan}");
+        assert!(!plan.contains("Seq Scan"), "{plan}");
+        store.close().await;
+    }
 
     #[tokio::test]
     async fn deliveries_are_vacuumed_early() {
