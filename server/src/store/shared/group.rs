@@ -377,15 +377,17 @@ impl Dispatcher {
         &mut self.targets
     }
 
-    /// For a claim of `limit` deliveries, if any: the worker's handle, the
-    /// targets to skip, and whether to first return expired leases.
-    fn claim_now(
-        &mut self,
-        limit: usize,
-    ) -> Option<(std::sync::Arc<DispatchHandle>, Vec<i64>, bool)> {
+    /// The claim `batch` makes for the worker, of at most `limit`
+    /// deliveries, if any.
+    fn claim_now<'b>(&mut self, limit: usize, batch: &'b [Write]) -> Option<Claim<'b>> {
         let handle = self.handle.clone().filter(|_| limit > 0)?;
-        let skip = handle.slots.skip();
-        Some((handle, skip, self.expire_now()))
+        Some(Claim {
+            skip: handle.slots.skip(),
+            handle,
+            expire: self.expire_now(),
+            limit,
+            fresh: fresh_requests(batch),
+        })
     }
 
     /// Whether this claim should first return expired leases.
@@ -401,34 +403,56 @@ impl Dispatcher {
     }
 }
 
-/// The claim of a batch, inside its transaction: requests written by the
-/// same batch are handed over from memory, not read back.
+/// What a batch's claim works with.
+struct Claim<'b> {
+    handle: std::sync::Arc<DispatchHandle>,
+    /// Targets with no free slot.
+    skip: Vec<i64>,
+    /// Whether expired leases go back to pending first.
+    expire: bool,
+    limit: usize,
+    /// The requests written by the same batch, handed over from memory
+    /// instead of read back.
+    fresh: std::collections::HashMap<&'b str, &'b StoredRequest>,
+}
+
+impl Claim<'_> {
+    fn limit_u32(&self) -> u32 {
+        u32::try_from(self.limit).unwrap_or(u32::MAX)
+    }
+
+    /// What goes to the worker: the claimed deliveries, and whether the
+    /// claim took all there was (`taken` rows, fewer than it could).
+    fn dispatched(&self, deliveries: Vec<ClaimedDelivery>, taken: usize) -> Dispatched {
+        Dispatched {
+            deliveries,
+            exhausted: taken < self.limit,
+        }
+    }
+}
+
+/// The claim of a batch, inside its transaction.
 async fn claim_for(
     conn: &mut DbConn,
     dispatcher: &mut Dispatcher,
     batch: &[Write],
     limit: usize,
 ) -> Result<Option<Dispatched>, StoreError> {
-    let Some((handle, skip, expire)) = dispatcher.claim_now(limit) else {
+    let Some(claim) = dispatcher.claim_now(limit, batch) else {
         return Ok(None);
     };
-    let fresh = fresh_requests(batch);
-    let limit_u32 = u32::try_from(limit).unwrap_or(u32::MAX);
     let targets = dispatcher.current_targets(batch);
     let (deliveries, rows) = claim_in(
         conn,
-        &handle.worker_id,
-        limit_u32,
-        &skip,
-        expire,
-        &fresh,
+        &claim.handle.worker_id,
+        claim.limit_u32(),
+        &claim.skip,
+        claim.expire,
+        &claim.fresh,
         targets,
     )
     .await?;
-    Ok(Some(Dispatched {
-        deliveries,
-        exhausted: rows < limit,
-    }))
+    Ok(Some(claim.dispatched(deliveries, rows)))
 }
 
 /// The requests written by `batch`, by id: claims hand them over from
@@ -600,26 +624,27 @@ async fn claim_direct(
     batch: &[Write],
     limit: usize,
 ) -> Result<Option<Dispatched>, StoreError> {
-    let Some((handle, skip, expire)) = dispatcher.claim_now(limit) else {
+    let Some(claim) = dispatcher.claim_now(limit, batch) else {
         return Ok(None);
     };
-    let fresh = fresh_requests(batch);
     let now = crate::store::model::now_micros();
-    let lease_token = new_lease_token(&handle.worker_id);
-    let limit_u32 = u32::try_from(limit).unwrap_or(u32::MAX);
-    let rows = direct.claim(&lease_token, limit_u32, &skip, expire, now)?;
+    let lease_token = new_lease_token(&claim.handle.worker_id);
+    let rows = direct.claim(
+        &lease_token,
+        claim.limit_u32(),
+        &claim.skip,
+        claim.expire,
+        now,
+    )?;
     let taken = rows.len();
-    let loaded = direct.requests(&missing_requests(&rows, &fresh))?;
+    let loaded = direct.requests(&missing_requests(&rows, &claim.fresh))?;
     let targets = dispatcher.current_targets(batch);
     load_targets(conn, &rows, targets).await?;
-    let (deliveries, gone) = assemble_claims(rows, &lease_token, &fresh, &loaded, targets);
+    let (deliveries, gone) = assemble_claims(rows, &lease_token, &claim.fresh, &loaded, targets);
     for delivery_id in gone {
         direct.cancel_claimed(&delivery_id, &lease_token, now)?;
     }
-    Ok(Some(Dispatched {
-        deliveries,
-        exhausted: taken < limit,
-    }))
+    Ok(Some(claim.dispatched(deliveries, taken)))
 }
 
 /// After a batch committed: answers every write, frees the slots of its

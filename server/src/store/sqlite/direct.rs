@@ -324,8 +324,7 @@ impl Direct {
 
     /// The writer's part of WAL upkeep (see `Upkeep`), after a commit.
     pub(super) fn after_commit(&mut self, upkeep: &super::Upkeep) {
-        use std::sync::atomic::Ordering;
-        if upkeep.restart_wanted.swap(false, Ordering::Relaxed)
+        if upkeep.restart_due()
             && let Err(e) = self
                 .conn
                 .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))

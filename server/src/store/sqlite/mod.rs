@@ -161,9 +161,14 @@ struct Upkeep {
 }
 
 impl Upkeep {
+    /// Whether the writer should checkpoint now (once per request).
+    fn restart_due(&self) -> bool {
+        self.restart_wanted
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+
     async fn after_commit(&self, conn: &mut DbConn) {
-        use std::sync::atomic::Ordering;
-        if self.restart_wanted.swap(false, Ordering::Relaxed)
+        if self.restart_due()
             && let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
                 .execute(&mut *conn)
                 .await
