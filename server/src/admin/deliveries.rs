@@ -62,7 +62,9 @@ impl pb::deliveries_server::Deliveries for DeliveriesService {
             request_id: copy.id.clone(),
             deliveries,
         };
-        self.0.bus.publish(LogRecord::Request(copy));
+        self.0
+            .bus
+            .publish(LogRecord::Request(std::sync::Arc::new(copy)));
         Ok(Response::new(response))
     }
 
@@ -113,7 +115,7 @@ impl pb::deliveries_server::Deliveries for DeliveriesService {
             delivery: Some(delivery(&summary)),
             attempts: attempts
                 .into_iter()
-                .map(|a| convert::log_record(&LogRecord::Attempt(a)))
+                .map(|a| convert::log_record(&LogRecord::Attempt(Box::new(a))))
                 .collect(),
         }))
     }
@@ -149,7 +151,9 @@ impl pb::deliveries_server::Deliveries for DeliveriesService {
             for request_id in request_ids {
                 match state.store.resend(&request_id, Some(target_id)).await {
                     Ok((copy, _)) => {
-                        state.bus.publish(LogRecord::Request(copy));
+                        state
+                            .bus
+                            .publish(LogRecord::Request(std::sync::Arc::new(copy)));
                         state.wake_worker.notify_one();
                     }
                     Err(e) => {

@@ -246,7 +246,7 @@ impl Worker {
                         state = record.state.as_str(),
                         "attempt recorded"
                     );
-                    self.bus.publish(LogRecord::Attempt(record));
+                    self.bus.publish(LogRecord::Attempt(Box::new(record)));
                     return true;
                 }
                 Ok(None) => {

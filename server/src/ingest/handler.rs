@@ -100,7 +100,7 @@ pub async fn ingest(
         return reply::unauthorized(failure.message());
     }
 
-    let stored = StoredRequest {
+    let stored = std::sync::Arc::new(StoredRequest {
         id: new_record_id(),
         source_id,
         source_name: Some(source.name.clone()),
@@ -123,7 +123,7 @@ pub async fn ingest(
         remote_addr: remote.to_string(),
         created_at: now_micros(),
         resent_from: None,
-    };
+    });
     match state.store.ingest(&stored).await {
         // The commit that stored it also claimed its deliveries for the
         // worker, as far as it has room.

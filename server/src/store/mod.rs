@@ -161,7 +161,7 @@ delegate! {
     /// The source a webhook is posted to, from the routing snapshot.
     fn ingest_source(&self, id: i64) -> Option<Arc<Source>>;
     /// Commits a received request and a delivery to each routed target.
-    fn ingest(&self, request: &StoredRequest) -> u32;
+    fn ingest(&self, request: &Arc<StoredRequest>) -> u32;
     /// One stored request.
     fn get_request(&self, id: &str) -> Option<StoredRequest>;
     /// Stores a copy of a request for all its targets, or only one.

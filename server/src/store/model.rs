@@ -362,8 +362,8 @@ pub struct AttemptRecord {
 /// A log record: a stored request or a delivery attempt.
 #[derive(Debug, Clone)]
 pub enum LogRecord {
-    Request(StoredRequest),
-    Attempt(AttemptRecord),
+    Request(std::sync::Arc<StoredRequest>),
+    Attempt(Box<AttemptRecord>),
 }
 
 impl LogRecord {
@@ -443,8 +443,10 @@ pub struct ClaimedDelivery {
     pub lease_token: String,
     /// 1 for the first attempt.
     pub attempt: u32,
-    pub request: StoredRequest,
-    pub target: Target,
+    /// Shared with the batch that stored it and with the request's other
+    /// deliveries: handing a delivery around copies no headers.
+    pub request: std::sync::Arc<StoredRequest>,
+    pub target: std::sync::Arc<Target>,
 }
 
 /// A delivery as listed by `delivery list`.

@@ -1,6 +1,7 @@
 //! The delivery state machine's writes: claim with a lease, then record the
 //! outcome fenced on that lease.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Db, DbConn};
@@ -249,8 +250,8 @@ pub(super) async fn claim_in(
     limit: u32,
     skip: &[i64],
     expire: bool,
-    fresh: &std::collections::HashMap<&str, &StoredRequest>,
-    targets: &mut std::collections::HashMap<i64, crate::store::model::Target>,
+    fresh: &std::collections::HashMap<&str, &Arc<StoredRequest>>,
+    targets: &mut std::collections::HashMap<i64, Arc<crate::store::model::Target>>,
 ) -> Result<(Vec<ClaimedDelivery>, usize), StoreError> {
     let now = now_micros();
     let lease_token = new_lease_token(worker_id);
@@ -303,7 +304,7 @@ pub(super) async fn claim_in(
     // The requests not in memory in one query, each target once.
     let loaded = requests_in(&mut *conn, &missing_requests(&rows, fresh)).await?;
     load_targets(&mut *conn, &rows, targets).await?;
-    let (claimed, gone) = assemble_claims(rows, &lease_token, fresh, &loaded, targets);
+    let (claimed, gone) = assemble_claims(rows, &lease_token, fresh, loaded, targets);
     for delivery_id in gone {
         sqlx::query(q::CANCEL_CLAIMED)
             .bind(now)
@@ -318,7 +319,7 @@ pub(super) async fn claim_in(
 /// The requests of claimed `rows` that are not in `fresh`, each once.
 pub(super) fn missing_requests<'r>(
     rows: &'r [ClaimRow],
-    fresh: &std::collections::HashMap<&str, &StoredRequest>,
+    fresh: &std::collections::HashMap<&str, &Arc<StoredRequest>>,
 ) -> Vec<&'r str> {
     let mut missing: Vec<&str> = rows
         .iter()
@@ -334,13 +335,13 @@ pub(super) fn missing_requests<'r>(
 pub(super) async fn load_targets(
     conn: &mut DbConn,
     rows: &[ClaimRow],
-    targets: &mut std::collections::HashMap<i64, crate::store::model::Target>,
+    targets: &mut std::collections::HashMap<i64, Arc<crate::store::model::Target>>,
 ) -> Result<(), StoreError> {
     for (_, _, target_id, _) in rows {
         if !targets.contains_key(target_id)
             && let Some(target) = target_in(&mut *conn, *target_id).await?
         {
-            targets.insert(*target_id, target);
+            targets.insert(*target_id, Arc::new(target));
         }
     }
     Ok(())
@@ -352,17 +353,21 @@ pub(super) async fn load_targets(
 pub(super) fn assemble_claims(
     rows: Vec<ClaimRow>,
     lease_token: &str,
-    fresh: &std::collections::HashMap<&str, &StoredRequest>,
-    loaded: &std::collections::HashMap<String, StoredRequest>,
-    targets: &std::collections::HashMap<i64, crate::store::model::Target>,
+    fresh: &std::collections::HashMap<&str, &Arc<StoredRequest>>,
+    loaded: std::collections::HashMap<String, StoredRequest>,
+    targets: &std::collections::HashMap<i64, Arc<crate::store::model::Target>>,
 ) -> (Vec<ClaimedDelivery>, Vec<String>) {
     let mut claimed = Vec::with_capacity(rows.len());
     let mut gone = Vec::new();
+    // Several deliveries of one request share it.
+    let loaded: std::collections::HashMap<String, Arc<StoredRequest>> = loaded
+        .into_iter()
+        .map(|(id, request)| (id, Arc::new(request)))
+        .collect();
     for (delivery_id, request_id, target_id, attempt) in rows {
-        // Several deliveries of one request share its body (Bytes).
         let request = fresh
             .get(request_id.as_str())
-            .map(|r| (*r).clone())
+            .map(|r| Arc::clone(r))
             .or_else(|| loaded.get(&request_id).cloned());
         let target = targets.get(&target_id).cloned();
         let (Some(request), Some(target)) = (request, target) else {
@@ -615,7 +620,7 @@ mod tests {
 
     async fn store_with_one_delivery() -> (super::super::TestKeep, Store) {
         let (keep, store) = store_with_targets(&[(RetryPolicy::None, 8)]).await;
-        assert_eq!(store.ingest(&request()).await.ok(), Some(1));
+        assert_eq!(store.ingest(&Arc::new(request())).await.ok(), Some(1));
         (keep, store)
     }
 
@@ -767,7 +772,7 @@ mod tests {
             let mut webhook = request();
             webhook.body = Bytes::from(vec![b'a' + i; 3]);
             sent.push(webhook.clone());
-            assert_eq!(store.ingest(&webhook).await.ok(), Some(1));
+            assert_eq!(store.ingest(&Arc::new(webhook.clone())).await.ok(), Some(1));
         }
         // Handed over right after each commit's answers.
         let mut claimed = Vec::new();
@@ -818,7 +823,7 @@ mod tests {
             .finish_attempt(&second, delivered(now_micros()), Duration::from_secs(1))
             .await;
         assert!(matches!(record, Ok(Some(_))));
-        assert_eq!(store.ingest(&request()).await.ok(), Some(1));
+        assert_eq!(store.ingest(&Arc::new(request())).await.ok(), Some(1));
         assert!(nothing_more(&mut feed).await);
         assert_eq!(
             feed.slots.free(),
@@ -831,7 +836,7 @@ mod tests {
     async fn outcomes_are_recorded_in_bulk_when_every_lease_holds() {
         let (_dir, store) = store_with_targets(&[(RetryPolicy::None, 8)]).await;
         for _ in 0..3 {
-            assert_eq!(store.ingest(&request()).await.ok(), Some(1));
+            assert_eq!(store.ingest(&Arc::new(request())).await.ok(), Some(1));
         }
         let worker = new_record_id();
         let mut claimed = store
@@ -901,7 +906,7 @@ mod tests {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         // Routing is read, the first delivery claimed.
-        assert_eq!(store.ingest(&request()).await.ok(), Some(1));
+        assert_eq!(store.ingest(&Arc::new(request())).await.ok(), Some(1));
         assert_eq!(handed_over(&mut feed).await.deliveries.len(), 1);
         // Then the target's row turns unreadable, behind the gateway's back;
         // claims read it again once their copy is a second old.
@@ -912,7 +917,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1100)).await;
         for _ in 0..3 {
             assert_eq!(
-                store.ingest(&request()).await.ok(),
+                store.ingest(&Arc::new(request())).await.ok(),
                 Some(1),
                 "the webhook is stored even though its delivery cannot be claimed"
             );

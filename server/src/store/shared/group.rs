@@ -48,7 +48,7 @@ const TARGETS_FOR: Duration = Duration::from_secs(1);
 
 enum Write {
     Ingest {
-        request: Box<StoredRequest>,
+        request: std::sync::Arc<StoredRequest>,
         targets: Vec<i64>,
         reply: oneshot::Sender<Result<u32, StoreError>>,
     },
@@ -193,13 +193,13 @@ impl GroupWriter {
     /// Commits a received request and its deliveries.
     pub async fn ingest(
         &self,
-        request: StoredRequest,
+        request: std::sync::Arc<StoredRequest>,
         targets: Vec<i64>,
     ) -> Result<u32, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Write::Ingest {
-                request: Box::new(request),
+                request,
                 targets,
                 reply,
             })
@@ -294,7 +294,7 @@ struct Dispatcher {
     expired_at: Option<std::time::Instant>,
     /// Targets as claims last read them, with the catalog's generation
     /// then and the time.
-    targets: std::collections::HashMap<i64, crate::store::model::Target>,
+    targets: std::collections::HashMap<i64, std::sync::Arc<crate::store::model::Target>>,
     targets_read: Option<(u64, std::time::Instant)>,
     catalog: super::routing::Generation,
     /// After a claim failed: no claims until then.
@@ -362,7 +362,7 @@ impl Dispatcher {
     fn current_targets(
         &mut self,
         batch: &[Write],
-    ) -> &mut std::collections::HashMap<i64, crate::store::model::Target> {
+    ) -> &mut std::collections::HashMap<i64, std::sync::Arc<crate::store::model::Target>> {
         let generation = self.catalog.current();
         let moved = batch.iter().any(
             |w| matches!(w, Write::Finish { claimed, outcome, .. } if !is_simple(claimed, outcome)),
@@ -413,7 +413,7 @@ struct Claim<'b> {
     limit: usize,
     /// The requests written by the same batch, handed over from memory
     /// instead of read back.
-    fresh: std::collections::HashMap<&'b str, &'b StoredRequest>,
+    fresh: std::collections::HashMap<&'b str, &'b std::sync::Arc<StoredRequest>>,
 }
 
 impl Claim<'_> {
@@ -457,11 +457,13 @@ async fn claim_for(
 
 /// The requests written by `batch`, by id: claims hand them over from
 /// memory instead of reading them back.
-fn fresh_requests(batch: &[Write]) -> std::collections::HashMap<&str, &StoredRequest> {
+fn fresh_requests(
+    batch: &[Write],
+) -> std::collections::HashMap<&str, &std::sync::Arc<StoredRequest>> {
     batch
         .iter()
         .filter_map(|w| match w {
-            Write::Ingest { request, .. } => Some((request.id.as_str(), &**request)),
+            Write::Ingest { request, .. } => Some((request.id.as_str(), request)),
             _ => None,
         })
         .collect()
@@ -640,7 +642,7 @@ async fn claim_direct(
     let loaded = direct.requests(&missing_requests(&rows, &claim.fresh))?;
     let targets = dispatcher.current_targets(batch);
     load_targets(conn, &rows, targets).await?;
-    let (deliveries, gone) = assemble_claims(rows, &lease_token, &claim.fresh, &loaded, targets);
+    let (deliveries, gone) = assemble_claims(rows, &lease_token, &claim.fresh, loaded, targets);
     for delivery_id in gone {
         direct.cancel_claimed(&delivery_id, &lease_token, now)?;
     }

@@ -1,5 +1,7 @@
 //! Stored requests: ingest, resend and the log pages.
 
+use std::sync::Arc;
+
 use super::{Db, DbConn};
 use sqlx::QueryBuilder;
 
@@ -20,9 +22,9 @@ impl Store {
     /// The store is unavailable; nothing was stored.
     /// Concurrent calls are group-committed: one transaction and one fsync
     /// for many requests, each answered after that commit.
-    pub async fn ingest(&self, request: &StoredRequest) -> Result<u32, StoreError> {
+    pub async fn ingest(&self, request: &Arc<StoredRequest>) -> Result<u32, StoreError> {
         let targets = self.routing().await?.targets_of(request.source_id);
-        self.group.ingest(request.clone(), targets).await
+        self.group.ingest(Arc::clone(request), targets).await
     }
 
     /// One stored request, or None.
@@ -122,7 +124,7 @@ impl Store {
                 .push_bind(i64::from(limit));
             let rows: Vec<RequestRow> = query.build_query_as().fetch_all(&self.reader).await?;
             for row in rows {
-                records.push(LogRecord::Request(StoredRequest::try_from(row)?));
+                records.push(LogRecord::Request(Arc::new(StoredRequest::try_from(row)?)));
             }
         }
         if want_attempts {
@@ -143,7 +145,7 @@ impl Store {
                 .push_bind(i64::from(limit));
             let rows: Vec<AttemptRow> = query.build_query_as().fetch_all(&self.reader).await?;
             for row in rows {
-                records.push(LogRecord::Attempt(AttemptRecord::try_from(row)?));
+                records.push(LogRecord::Attempt(Box::new(AttemptRecord::try_from(row)?)));
             }
         }
         // Ids are UUIDv7: sorting them sorts by time.

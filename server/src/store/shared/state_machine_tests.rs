@@ -83,7 +83,11 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         match op {
             Op::Ingest => {
                 let request = request();
-                if store.ingest(&request).await.is_ok() {
+                if store
+                    .ingest(&std::sync::Arc::new(request.clone()))
+                    .await
+                    .is_ok()
+                {
                     acked.push(request.id);
                 }
             }
