@@ -896,6 +896,53 @@ mod tests {
         tx.rollback().await.unwrap_or_else(|e| panic!("{e}"));
     }
 
+    /// A webhook whose id is already stored fails alone, whichever batch
+    /// it shares: the batch is rolled back as a whole and written again one
+    /// write at a time, so every other webhook of it is stored with its
+    /// delivery, and nothing of the failed one is left behind.
+    #[tokio::test]
+    async fn a_failing_write_leaves_nothing_of_itself_and_fails_no_other() {
+        let (_dir, store) = store_with_targets(&[(RetryPolicy::None, 8)]).await;
+        let first = Arc::new(request());
+        assert_eq!(store.ingest(&first).await.ok(), Some(1));
+        let again = Arc::new(StoredRequest {
+            body: Bytes::from_static(b"{\"again\": true}"),
+            ..(*first).clone()
+        });
+        let others: Vec<Arc<StoredRequest>> = (0..6).map(|_| Arc::new(request())).collect();
+        let mut writes: Vec<_> = others.iter().map(|r| store.ingest(r)).collect();
+        writes.insert(3, store.ingest(&again));
+        let results = futures::future::join_all(writes).await;
+        for (i, result) in results.iter().enumerate() {
+            if i == 3 {
+                assert!(result.is_err(), "the stored id again: {result:?}");
+            } else {
+                assert_eq!(result.as_ref().ok(), Some(&1), "webhook {i}: {result:?}");
+            }
+        }
+        let stored = store
+            .get_request(&first.id)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("the first webhook is gone"));
+        assert_eq!(stored.body, first.body, "the first webhook is unchanged");
+        let deliveries = store
+            .list_deliveries(&DeliveryFilter::default(), 100)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(deliveries.len(), 7, "one delivery per stored webhook");
+        assert_eq!(
+            deliveries
+                .iter()
+                .filter(|d| d.request_id == first.id)
+                .count(),
+            1
+        );
+        for other in &others {
+            assert!(deliveries.iter().any(|d| d.request_id == other.id));
+        }
+    }
+
     #[tokio::test]
     async fn a_failing_claim_never_fails_the_webhooks_of_its_batch() {
         use crate::store::dispatch;

@@ -1,4 +1,13 @@
 //! Every SQL statement of the SQLite backend, next to its migrations.
+//!
+//! The group writer's inserts and updates that may write several rows say
+//! `OR FAIL`. With SQLite's default (`ABORT`), such a statement inside a
+//! transaction first copies every page it changes that the transaction had
+//! already changed into a statement journal, so that a failure could undo
+//! the statement alone; a webhook's delivery (`INSERT ... SELECT`) did
+//! that at every ingest. The writer never goes on after a failed
+//! statement: it rolls the whole batch back and writes each write again
+//! on its own, so undoing one statement alone is never needed.
 
 pub const PING: &str = "SELECT 1";
 /// A write transaction that takes the write lock at once, so a locked store
@@ -75,16 +84,16 @@ pub const INSERT_DELIVERY: &str = "INSERT INTO deliveries \
     VALUES (?, ?, ?, 'pending', 0, ?, ?, ?)";
 
 /// A delivery to a target, if the target still exists at commit time.
-pub const INSERT_DELIVERY_IF_TARGET: &str = "INSERT INTO deliveries \
+pub const INSERT_DELIVERY_IF_TARGET: &str = "INSERT OR FAIL INTO deliveries \
     (id, request_id, target_id, state, attempt, next_run_at, created_at, updated_at) \
     SELECT ?1, ?2, t.id, 'pending', 0, ?3, ?3, ?3 FROM targets t WHERE t.id = ?4";
 
 /// Many requests at once: `VALUES (...), (...)` follows.
-pub const INSERT_REQUESTS_HEAD: &str = "INSERT INTO requests \
+pub const INSERT_REQUESTS_HEAD: &str = "INSERT OR FAIL INTO requests \
     (id, source_id, method, path, query, headers, body, remote_addr, created_at, resent_from) ";
 /// Many deliveries at once, to targets that still exist: `VALUES (id,
 /// request_id, target_id, created_at), ...` follows, then the tail.
-pub const INSERT_DELIVERIES_HEAD: &str = "INSERT INTO deliveries \
+pub const INSERT_DELIVERIES_HEAD: &str = "INSERT OR FAIL INTO deliveries \
     (id, request_id, target_id, state, attempt, next_run_at, created_at, updated_at) \
     SELECT v.column1, v.column2, v.column3, 'pending', 0, v.column4, v.column4, v.column4 FROM (";
 pub const INSERT_DELIVERIES_TAIL: &str =
@@ -193,7 +202,7 @@ pub const FINISH_DELIVERY: &str = "UPDATE deliveries \
     WHERE id = ? AND lease_token = ? AND state = 'in_flight'";
 /// Many outcomes at once, each fenced on its lease: `VALUES (id, state,
 /// next_run_at, now, lease_token), ...` follows, then the tail.
-pub const FINISH_MANY_HEAD: &str = "UPDATE deliveries SET state = v.column2, \
+pub const FINISH_MANY_HEAD: &str = "UPDATE OR FAIL deliveries SET state = v.column2, \
     next_run_at = COALESCE(v.column3, deliveries.next_run_at), lease_token = NULL, \
     lease_expires_at = NULL, updated_at = v.column4 FROM (";
 pub const FINISH_MANY_TAIL: &str = ") AS v WHERE deliveries.id = v.column1 \
@@ -203,7 +212,7 @@ pub const FINISH_MANY_TAIL: &str = ") AS v WHERE deliveries.id = v.column1 \
 /// come over from the connection's thread on its own).
 pub const FINISH_MANY_RETURNS: bool = false;
 /// Many attempt rows: `VALUES (...), ...` follows.
-pub const INSERT_ATTEMPTS_HEAD: &str = "INSERT INTO attempts \
+pub const INSERT_ATTEMPTS_HEAD: &str = "INSERT OR FAIL INTO attempts \
     (id, delivery_id, request_id, source_id, target_id, url, attempt, state, status_code, \
      response_headers, response_body, body_truncated, error_kind, error_message, elapsed_us, \
      created_at, next_run_at) ";
