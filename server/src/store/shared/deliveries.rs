@@ -771,8 +771,9 @@ mod tests {
         for i in 0..3u8 {
             let mut webhook = request();
             webhook.body = Bytes::from(vec![b'a' + i; 3]);
-            sent.push(webhook.clone());
-            assert_eq!(store.ingest(&Arc::new(webhook.clone())).await.ok(), Some(1));
+            let webhook = Arc::new(webhook);
+            sent.push(Arc::clone(&webhook));
+            assert_eq!(store.ingest(&webhook).await.ok(), Some(1));
         }
         // Handed over right after each commit's answers.
         let mut claimed = Vec::new();

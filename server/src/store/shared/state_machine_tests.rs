@@ -82,13 +82,9 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     for op in ops {
         match op {
             Op::Ingest => {
-                let request = request();
-                if store
-                    .ingest(&std::sync::Arc::new(request.clone()))
-                    .await
-                    .is_ok()
-                {
-                    acked.push(request.id);
+                let request = std::sync::Arc::new(request());
+                if store.ingest(&request).await.is_ok() {
+                    acked.push(request.id.clone());
                 }
             }
             Op::Claim(w) => {
