@@ -306,6 +306,40 @@ mod tests {
         store.close().await;
     }
 
+    /// A claim updates the rows it locked by their row address, not by a
+    /// second walk of the pending index for each of them: on a table the
+    /// planner has no statistics for (autovacuum off, or not run yet), a
+    /// join on the id chose that walk, and the claim took 0.9 ms instead
+    /// of 0.3 with 30 deliveries pending.
+    #[tokio::test]
+    async fn a_claim_updates_the_rows_it_locked_by_their_address() {
+        let ((), store) = test_store().await;
+        sqlx::query("INSERT INTO targets (name, url, retry_kind, retry_interval_ms, max_attempts, timeout_ms, created_at) \
+             VALUES ('t', 'http://127.0.0.1:9/', 'exponential', 1000, 5, 1000, 0)")
+            .execute(&store.batches)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        sqlx::query(
+            "INSERT INTO deliveries (id, request_id, target_id, state, next_run_at, created_at, updated_at) \
+             SELECT 'd' || n, 'r' || n, (SELECT MIN(id) FROM targets), 'pending', n, 0, 0 \
+             FROM generate_series(1, 300) AS n",
+        )
+        .execute(&store.batches)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {}", queries::CLAIM_DUE))
+            .bind("worker.claim")
+            .bind(1_000_i64)
+            .bind(64_i64)
+            .bind(Vec::<i64>::new())
+            .fetch_all(&store.batches)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let plan = plan.join("\n");
+        assert!(plan.contains("Tid Scan on deliveries"), "{plan}");
+        store.close().await;
+    }
+
     #[tokio::test]
     async fn deliveries_are_vacuumed_early() {
         let ((), store) = test_store().await;
