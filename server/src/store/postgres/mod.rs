@@ -13,6 +13,7 @@ mod deliveries;
 mod group;
 #[path = "../shared/health.rs"]
 mod health;
+mod one_statement;
 mod queries;
 #[path = "../shared/requests.rs"]
 mod requests;
@@ -33,6 +34,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::StoreError;
+use one_statement::OneStatement;
 
 type Db = sqlx::Postgres;
 type DbConn = sqlx::PgConnection;
@@ -135,6 +137,8 @@ pub struct Store {
     reader: PgPool,
     /// The group writer's connection (see `open_with`).
     batches: PgPool,
+    /// The claims that follow the writer's plain batches.
+    claims: PgPool,
     group: group::GroupWriter,
     routing: routing::RoutingCache,
 }
@@ -171,14 +175,31 @@ impl Store {
             .max_connections(1)
             .min_connections(1)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options.options([("enable_bitmapscan", "off")]))
+            .connect_with(options.clone().options([("enable_bitmapscan", "off")]))
+            .await?;
+        // The claims that follow the writer's plain batches (see
+        // `one_statement`): their commits need not wait for the disk.
+        let claims = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(
+                options.options([("enable_bitmapscan", "off"), ("synchronous_commit", "off")]),
+            )
             .await?;
         let routing = routing::RoutingCache::default();
-        let group = group::GroupWriter::start(batches.clone(), None, Upkeep, routing.generation());
+        let group = group::GroupWriter::start(
+            batches.clone(),
+            None,
+            Some(OneStatement::new(claims.clone())),
+            Upkeep,
+            routing.generation(),
+        );
         Ok(Store {
             writer: pool.clone(),
             reader: pool,
             batches,
+            claims,
             group,
             routing,
         })
@@ -197,6 +218,7 @@ impl Store {
     /// Closes the pools, waiting for running statements.
     pub async fn close(&self) {
         self.batches.close().await;
+        self.claims.close().await;
         self.writer.close().await;
     }
 }
@@ -303,6 +325,25 @@ mod tests {
         assert!(plan.contains("deliveries_in_flight"), "{plan}");
         assert!(!plan.contains("Bitmap"), "{plan}");
         assert!(!plan.contains("Seq Scan"), "{plan}");
+        store.close().await;
+    }
+
+    /// The writer's plain batches commit on a connection that waits for
+    /// the server's disk; only the claims that follow them do not.
+    #[tokio::test]
+    async fn batches_commit_durably_and_only_claims_do_not_wait_for_the_disk() {
+        let ((), store) = test_store().await;
+        for (pool, expected) in [
+            (&store.batches, "on"),
+            (&store.writer, "on"),
+            (&store.claims, "off"),
+        ] {
+            let setting: String = sqlx::query_scalar("SHOW synchronous_commit")
+                .fetch_one(pool)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(setting, expected);
+        }
         store.close().await;
     }
 

@@ -111,10 +111,11 @@ fn writer_gone() -> StoreError {
 impl GroupWriter {
     /// Starts the writer task on `pool` (the store's single writer
     /// connection), and `direct`, the writer's own connection if the backend
-    /// has one. Claims read targets afresh whenever `catalog` moves.
+    /// has one, or `one`, its way of writing a plain batch in one statement. Claims read targets afresh whenever `catalog` moves.
     pub fn start(
         pool: DbPool,
         direct: Option<super::Direct>,
+        one: Option<super::OneStatement>,
         upkeep: super::Upkeep,
         catalog: super::routing::Generation,
     ) -> Self {
@@ -123,6 +124,7 @@ impl GroupWriter {
         let writer = Writer {
             pool,
             direct,
+            one,
             upkeep,
             held: None,
         };
@@ -234,6 +236,8 @@ struct Writer {
     pool: DbPool,
     /// The writer's own connection (SQLite), for plain batches.
     direct: Option<super::Direct>,
+    /// Plain batches in one statement (PostgreSQL).
+    one: Option<super::OneStatement>,
     upkeep: super::Upkeep,
     /// The pool's connection, while the writer keeps it, and since when.
     held: Option<(Held, std::time::Instant)>,
@@ -358,15 +362,12 @@ impl Dispatcher {
     }
 
     /// The targets read earlier, unless the catalog changed since, they
-    /// are old, or `batch` may move a breaker or disable a target.
+    /// are old, or the batch may have `moved` a breaker or disabled a target.
     fn current_targets(
         &mut self,
-        batch: &[Write],
+        moved: bool,
     ) -> &mut std::collections::HashMap<i64, std::sync::Arc<crate::store::model::Target>> {
         let generation = self.catalog.current();
-        let moved = batch.iter().any(
-            |w| matches!(w, Write::Finish { claimed, outcome, .. } if !is_simple(claimed, outcome)),
-        );
         let stale = self
             .targets_read
             .is_none_or(|(seen, at)| seen != generation || at.elapsed() >= TARGETS_FOR);
@@ -377,16 +378,16 @@ impl Dispatcher {
         &mut self.targets
     }
 
-    /// The claim `batch` makes for the worker, of at most `limit`
-    /// deliveries, if any.
-    fn claim_now<'b>(&mut self, limit: usize, batch: &'b [Write]) -> Option<Claim<'b>> {
+    /// The claim a batch makes for the worker, of at most `limit`
+    /// deliveries, if any; `fresh` are the requests the batch wrote.
+    fn claim_now<'b>(&mut self, limit: usize, fresh: Fresh<'b>) -> Option<Claim<'b>> {
         let handle = self.handle.clone().filter(|_| limit > 0)?;
         Some(Claim {
             skip: handle.slots.skip(),
             handle,
             expire: self.expire_now(),
             limit,
-            fresh: fresh_requests(batch),
+            fresh,
         })
     }
 
@@ -413,8 +414,11 @@ struct Claim<'b> {
     limit: usize,
     /// The requests written by the same batch, handed over from memory
     /// instead of read back.
-    fresh: std::collections::HashMap<&'b str, &'b std::sync::Arc<StoredRequest>>,
+    fresh: Fresh<'b>,
 }
+
+/// Requests a batch wrote, by id.
+type Fresh<'b> = std::collections::HashMap<&'b str, &'b std::sync::Arc<StoredRequest>>;
 
 impl Claim<'_> {
     fn limit_u32(&self) -> u32 {
@@ -431,17 +435,20 @@ impl Claim<'_> {
     }
 }
 
-/// The claim of a batch, inside its transaction.
+/// The claim of a batch that wrote the `fresh` requests and may have
+/// `moved` a breaker, on `conn` (inside the batch's transaction, or after
+/// it).
 async fn claim_for(
     conn: &mut DbConn,
     dispatcher: &mut Dispatcher,
-    batch: &[Write],
+    moved: bool,
+    fresh: Fresh<'_>,
     limit: usize,
 ) -> Result<Option<Dispatched>, StoreError> {
-    let Some(claim) = dispatcher.claim_now(limit, batch) else {
+    let Some(claim) = dispatcher.claim_now(limit, fresh) else {
         return Ok(None);
     };
-    let targets = dispatcher.current_targets(batch);
+    let targets = dispatcher.current_targets(moved);
     let (deliveries, rows) = claim_in(
         conn,
         &claim.handle.worker_id,
@@ -457,9 +464,7 @@ async fn claim_for(
 
 /// The requests written by `batch`, by id: claims hand them over from
 /// memory instead of reading them back.
-fn fresh_requests(
-    batch: &[Write],
-) -> std::collections::HashMap<&str, &std::sync::Arc<StoredRequest>> {
+fn fresh_requests(batch: &[Write]) -> Fresh<'_> {
     batch
         .iter()
         .filter_map(|w| match w {
@@ -467,6 +472,14 @@ fn fresh_requests(
             _ => None,
         })
         .collect()
+}
+
+/// Whether `batch` may move a breaker or disable a target (an outcome that
+/// is not simple).
+fn moves_targets(batch: &[Write]) -> bool {
+    batch.iter().any(
+        |w| matches!(w, Write::Finish { claimed, outcome, .. } if !is_simple(claimed, outcome)),
+    )
 }
 
 /// Whether every write of `batch` can go through the writer's own
@@ -520,16 +533,27 @@ async fn commit_batch(
     {
         return commit_direct(direct, conn, batch, &writer.upkeep, dispatcher).await;
     }
+    if let Some(one) = writer.one.as_mut()
+        && in_one_statement(&batch)
+    {
+        return commit_one_statement(one, conn, batch, dispatcher).await;
+    }
     if let Err(e) = begin(conn).await {
         return cannot_begin(batch, e);
     }
     let released = dispatcher.released(&batch);
     let wanted = dispatcher.wanted(&batch, released);
     let applied = match apply_all(conn, &batch).await {
-        Ok(applied) => claim_for(conn, dispatcher, &batch, wanted)
-            .await
-            .inspect_err(|e| pause_claims(dispatcher, e))
-            .map(|claimed| (applied, claimed)),
+        Ok(applied) => claim_for(
+            conn,
+            dispatcher,
+            moves_targets(&batch),
+            fresh_requests(&batch),
+            wanted,
+        )
+        .await
+        .inspect_err(|e| pause_claims(dispatcher, e))
+        .map(|claimed| (applied, claimed)),
         Err(e) => Err(e),
     };
     match end(conn, applied).await {
@@ -601,6 +625,101 @@ async fn commit_direct(
     }
 }
 
+/// Whether `batch` can be written in one statement (see `OneStatement`):
+/// webhooks and simple outcomes only.
+fn in_one_statement(batch: &[Write]) -> bool {
+    plain(batch) && !batch.iter().any(|w| matches!(w, Write::Probe { .. }))
+}
+
+/// A batch of webhooks and simple outcomes in one statement that commits
+/// by itself; every write is answered as soon as it returns, and the
+/// batch's claim follows on the backend's claims connection, in a
+/// transaction of its own (all of it, or nothing of it). If the
+/// statement fails, nothing of it was written: every write again one by
+/// one on `conn`.
+async fn commit_one_statement(
+    one: &mut super::OneStatement,
+    conn: &mut DbConn,
+    batch: Vec<Write>,
+    dispatcher: &mut Dispatcher,
+) -> Result<(), StoreError> {
+    let released = dispatcher.released(&batch);
+    let wanted = dispatcher.wanted(&batch, released);
+    let mut ingests = Vec::new();
+    let mut finishes = Vec::new();
+    for write in &batch {
+        match write {
+            Write::Ingest {
+                request, targets, ..
+            } => ingests.push((&**request, targets.as_slice())),
+            Write::Finish {
+                claimed, outcome, ..
+            } => finishes.push((&**claimed, (**outcome).clone())),
+            Write::Probe { .. } | Write::Kick | Write::Dispatch { .. } => {}
+        }
+    }
+    let written = one.write(conn, &ingests, finishes).await;
+    drop(ingests);
+    let (created, records) = match written {
+        Ok(written) => written,
+        Err(e) => {
+            tracing::warn!(error = %e, writes = batch.len(), "group commit failed; writing one by one");
+            return one_by_one(conn, batch, dispatcher).await;
+        }
+    };
+    // The requests stay in memory for the claim; the answers go now.
+    let fresh: Vec<std::sync::Arc<StoredRequest>> = batch
+        .iter()
+        .filter_map(|w| match w {
+            Write::Ingest { request, .. } => Some(request.clone()),
+            _ => None,
+        })
+        .collect();
+    let (mut created, mut records) = (created.into_iter(), records.into_iter());
+    for write in batch {
+        let applied = match &write {
+            Write::Ingest { .. } => created.next().map(Applied::Ingest),
+            Write::Finish { .. } => records
+                .next()
+                .map(|record| Applied::Finish(record.map(Box::new))),
+            Write::Probe { .. } | Write::Kick | Write::Dispatch { .. } => Some(Applied::Kick),
+        };
+        let result = applied
+            .ok_or_else(|| StoreError::Corrupt("group commit: a write was not applied".into()));
+        answer(write, result);
+    }
+    let Some(handle) = dispatcher.handle.clone() else {
+        return Ok(());
+    };
+    handle.slots.release(released);
+    if wanted == 0 {
+        return Ok(());
+    }
+    let fresh = fresh.iter().map(|r| (r.id.as_str(), r)).collect();
+    let claimed = match one.claims().await {
+        Ok(mut claims) => match begin(&mut claims).await {
+            Ok(()) => {
+                let claimed = claim_for(&mut claims, dispatcher, false, fresh, wanted).await;
+                end(&mut claims, claimed).await
+            }
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    match claimed {
+        Ok(Some(claimed)) => {
+            handle.slots.take(claimed.deliveries.len());
+            if !claimed.deliveries.is_empty() || claimed.exhausted {
+                handle.hand_over(claimed);
+            }
+        }
+        Ok(None) => {}
+        // The writes are in; only the claim waits (see `pause_claims`).
+        Err(e) => pause_claims(dispatcher, &e),
+    }
+    Ok(())
+}
+
 /// One plain write on the writer's own connection.
 fn apply_direct(direct: &mut super::Direct, write: &Write) -> Result<Applied, StoreError> {
     match write {
@@ -626,7 +745,7 @@ async fn claim_direct(
     batch: &[Write],
     limit: usize,
 ) -> Result<Option<Dispatched>, StoreError> {
-    let Some(claim) = dispatcher.claim_now(limit, batch) else {
+    let Some(claim) = dispatcher.claim_now(limit, fresh_requests(batch)) else {
         return Ok(None);
     };
     let now = crate::store::model::now_micros();
@@ -640,7 +759,7 @@ async fn claim_direct(
     )?;
     let taken = rows.len();
     let loaded = direct.requests(&missing_requests(&rows, &claim.fresh))?;
-    let targets = dispatcher.current_targets(batch);
+    let targets = dispatcher.current_targets(moves_targets(batch));
     load_targets(conn, &rows, targets).await?;
     let (deliveries, gone) = assemble_claims(rows, &lease_token, &claim.fresh, loaded, targets);
     for delivery_id in gone {

@@ -49,6 +49,28 @@ fn id_list(ids: &[i64]) -> IdList {
     serde_json::to_string(ids).unwrap_or_else(|_| "[]".to_owned())
 }
 
+/// SQLite writes its plain batches through `Direct`, one statement at a
+/// time on the writer's own thread: no round trips to save. (PostgreSQL's
+/// `OneStatement` has these methods.)
+#[derive(Debug)]
+enum OneStatement {}
+
+#[allow(clippy::unused_self, clippy::unused_async)]
+impl OneStatement {
+    async fn claims(&mut self) -> Result<sqlx::pool::PoolConnection<Db>, StoreError> {
+        match *self {}
+    }
+
+    async fn write(
+        &mut self,
+        _conn: &mut DbConn,
+        _ingests: &[(&super::model::StoredRequest, &[i64])],
+        _finishes: Vec<(&super::model::ClaimedDelivery, super::model::AttemptOutcome)>,
+    ) -> Result<(Vec<u32>, Vec<Option<super::model::AttemptRecord>>), StoreError> {
+        match *self {}
+    }
+}
+
 /// How long a statement waits for a lock held by another connection or
 /// process before the store reports itself unavailable.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -103,8 +125,13 @@ impl Store {
         let upkeep = Upkeep::default();
         tokio::spawn(checkpoint_wal(checkpointer.clone(), upkeep.clone()));
         let routing = routing::RoutingCache::default();
-        let group =
-            group::GroupWriter::start(writer.clone(), Some(direct), upkeep, routing.generation());
+        let group = group::GroupWriter::start(
+            writer.clone(),
+            Some(direct),
+            None,
+            upkeep,
+            routing.generation(),
+        );
         Ok(Store {
             writer,
             reader,

@@ -1,0 +1,256 @@
+//! The group writer's plain batches (webhooks and simple attempt outcomes)
+//! on PostgreSQL, in one statement that commits by itself.
+//!
+//! Every statement is a round trip to the server, and under load the
+//! writer's batches were mostly waiting for them: BEGIN, the outcomes,
+//! their attempt rows, the webhooks, their deliveries, the claim, the
+//! requests the claim needs, COMMIT. Here the writes of a batch are one
+//! statement (data-modifying CTEs over arrays, one parameter per column),
+//! outside a transaction block, so it commits durably on its own and its
+//! writes are acknowledged as soon as it returns. The claim follows on a
+//! connection of its own whose commits do not wait for the disk: a claim
+//! lost in a crash leaves its deliveries pending, to be claimed again,
+//! and the commit of any later outcome or webhook has flushed it anyway.
+
+use sqlx::postgres::PgPool;
+
+use super::deliveries::{attempt_columns, attempt_record, delivery_state_of};
+use super::{DbConn, StoreError};
+use crate::store::model::{
+    AttemptOutcome, AttemptRecord, ClaimedDelivery, StoredRequest, new_record_id,
+};
+use crate::store::rows::encode_headers;
+
+/// The writes of a plain batch: outcomes fenced on their leases, the
+/// attempt rows of those whose lease held, webhooks, and their deliveries
+/// to targets that still exist. Returns the ids of the deliveries whose
+/// outcome was written.
+const WRITE_PLAIN: &str = "WITH outcomes AS ( \
+        SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[]) \
+            AS o(id, state, next_run_at, finished_at, lease_token)), \
+    finished AS ( \
+        UPDATE deliveries AS d SET state = o.state, \
+            next_run_at = COALESCE(o.next_run_at, d.next_run_at), lease_token = NULL, \
+            lease_expires_at = NULL, updated_at = o.finished_at \
+        FROM outcomes o \
+        WHERE d.id = o.id AND d.lease_token = o.lease_token AND d.state = 'in_flight' \
+        RETURNING d.id), \
+    attempts_written AS ( \
+        INSERT INTO attempts (id, delivery_id, request_id, source_id, target_id, url, attempt, \
+            state, status_code, response_headers, response_body, body_truncated, error_kind, \
+            error_message, elapsed_us, created_at, next_run_at) \
+        SELECT * FROM UNNEST($6::text[], $7::text[], $8::text[], $9::bigint[], $10::bigint[], \
+            $11::text[], $12::bigint[], $13::text[], $14::bigint[], $15::text[], $16::bytea[], \
+            $17::boolean[], $18::text[], $19::text[], $20::bigint[], $21::bigint[], $22::bigint[]) \
+            AS a(id, delivery_id, request_id, source_id, target_id, url, attempt, state, \
+                status_code, response_headers, response_body, body_truncated, error_kind, \
+                error_message, elapsed_us, created_at, next_run_at) \
+        WHERE a.delivery_id IN (SELECT id FROM finished)), \
+    requests_written AS ( \
+        INSERT INTO requests (id, source_id, method, path, query, headers, body, remote_addr, \
+            created_at, resent_from) \
+        SELECT * FROM UNNEST($23::text[], $24::bigint[], $25::text[], $26::text[], $27::text[], \
+            $28::text[], $29::bytea[], $30::text[], $31::bigint[], $32::text[])), \
+    deliveries_written AS ( \
+        INSERT INTO deliveries (id, request_id, target_id, state, attempt, next_run_at, \
+            created_at, updated_at) \
+        SELECT v.id, v.request_id, v.target_id, 'pending', 0, v.at, v.at, v.at \
+        FROM UNNEST($33::text[], $34::text[], $35::bigint[], $36::bigint[]) \
+            AS v(id, request_id, target_id, at) \
+        WHERE EXISTS (SELECT 1 FROM targets t WHERE t.id = v.target_id)) \
+    SELECT id FROM finished";
+
+/// What the writer needs for plain batches: the connection its claims go
+/// through.
+#[derive(Debug)]
+pub(super) struct OneStatement {
+    claims: PgPool,
+}
+
+/// One column of many rows.
+type Column<T> = Vec<T>;
+
+impl OneStatement {
+    pub(super) fn new(claims: PgPool) -> Self {
+        OneStatement { claims }
+    }
+
+    /// The connection claims go through (see the module's comment).
+    pub(super) async fn claims(
+        &mut self,
+    ) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, StoreError> {
+        Ok(self.claims.acquire().await?)
+    }
+
+    /// Writes `ingests` (each webhook with the targets it goes to) and
+    /// `finishes` (simple outcomes only) in one statement, committed when
+    /// it returns. Returns the deliveries made for each webhook and, for
+    /// each outcome, its attempt record, or None if its lease was lost.
+    pub(super) async fn write(
+        &mut self,
+        conn: &mut DbConn,
+        ingests: &[(&StoredRequest, &[i64])],
+        finishes: Vec<(&ClaimedDelivery, AttemptOutcome)>,
+    ) -> Result<(Vec<u32>, Vec<Option<AttemptRecord>>), StoreError> {
+        let mut outcome_ids: Column<String> = Vec::with_capacity(finishes.len());
+        let mut outcome_states: Column<&str> = Vec::with_capacity(finishes.len());
+        let mut outcome_next: Column<Option<i64>> = Vec::with_capacity(finishes.len());
+        let mut outcome_at: Column<i64> = Vec::with_capacity(finishes.len());
+        let mut outcome_leases: Column<String> = Vec::with_capacity(finishes.len());
+        let mut records = Vec::with_capacity(finishes.len());
+        for (claimed, outcome) in finishes {
+            outcome_ids.push(claimed.delivery_id.clone());
+            outcome_states.push(delivery_state_of(outcome.state));
+            outcome_next.push(outcome.next_run_at);
+            outcome_at.push(outcome.finished_at);
+            outcome_leases.push(claimed.lease_token.clone());
+            records.push(attempt_record(claimed, outcome));
+        }
+        let attempts = AttemptColumns::of(&records);
+        let webhooks = RequestColumns::of(ingests);
+        let finished: Vec<String> = sqlx::query_scalar(WRITE_PLAIN)
+            .bind(outcome_ids)
+            .bind(outcome_states)
+            .bind(outcome_next)
+            .bind(outcome_at)
+            .bind(outcome_leases)
+            .bind(attempts.id)
+            .bind(attempts.delivery_id)
+            .bind(attempts.request_id)
+            .bind(attempts.source_id)
+            .bind(attempts.target_id)
+            .bind(attempts.url)
+            .bind(attempts.attempt)
+            .bind(attempts.state)
+            .bind(attempts.status_code)
+            .bind(attempts.headers)
+            .bind(attempts.body)
+            .bind(attempts.truncated)
+            .bind(attempts.error_kind)
+            .bind(attempts.error_message)
+            .bind(attempts.elapsed_us)
+            .bind(attempts.created_at)
+            .bind(attempts.next_run_at)
+            .bind(webhooks.id)
+            .bind(webhooks.source_id)
+            .bind(webhooks.method)
+            .bind(webhooks.path)
+            .bind(webhooks.query)
+            .bind(webhooks.headers)
+            .bind(webhooks.body)
+            .bind(webhooks.remote_addr)
+            .bind(webhooks.created_at)
+            .bind(webhooks.resent_from)
+            .bind(webhooks.delivery_id)
+            .bind(webhooks.delivery_request)
+            .bind(webhooks.delivery_target)
+            .bind(webhooks.delivery_at)
+            .fetch_all(&mut *conn)
+            .await?;
+        let finished: std::collections::HashSet<String> = finished.into_iter().collect();
+        let records = records
+            .into_iter()
+            .map(|record| finished.contains(&record.delivery_id).then_some(record))
+            .collect();
+        let created = ingests
+            .iter()
+            .map(|(_, targets)| u32::try_from(targets.len()).unwrap_or(u32::MAX))
+            .collect();
+        Ok((created, records))
+    }
+}
+
+/// Attempt rows, column by column.
+#[derive(Default)]
+struct AttemptColumns {
+    id: Column<String>,
+    delivery_id: Column<String>,
+    request_id: Column<String>,
+    source_id: Column<i64>,
+    target_id: Column<i64>,
+    url: Column<String>,
+    attempt: Column<i64>,
+    state: Column<&'static str>,
+    status_code: Column<Option<i64>>,
+    headers: Column<Option<String>>,
+    body: Column<Option<Vec<u8>>>,
+    truncated: Column<bool>,
+    error_kind: Column<Option<String>>,
+    error_message: Column<Option<String>>,
+    elapsed_us: Column<i64>,
+    created_at: Column<i64>,
+    next_run_at: Column<Option<i64>>,
+}
+
+impl AttemptColumns {
+    fn of(records: &[AttemptRecord]) -> Self {
+        let mut columns = AttemptColumns::default();
+        for record in records {
+            let (status, headers, body, truncated, kind, message) = attempt_columns(record);
+            columns.id.push(record.id.clone());
+            columns.delivery_id.push(record.delivery_id.clone());
+            columns.request_id.push(record.request_id.clone());
+            columns.source_id.push(record.source_id);
+            columns.target_id.push(record.target_id);
+            columns.url.push(record.url.clone());
+            columns.attempt.push(i64::from(record.attempt));
+            columns.state.push(record.state.as_str());
+            columns.status_code.push(status);
+            columns.headers.push(headers);
+            columns.body.push(body);
+            columns.truncated.push(truncated);
+            columns.error_kind.push(kind);
+            columns.error_message.push(message);
+            columns
+                .elapsed_us
+                .push(i64::try_from(record.elapsed.as_micros()).unwrap_or(i64::MAX));
+            columns.created_at.push(record.created_at);
+            columns.next_run_at.push(record.next_run_at);
+        }
+        columns
+    }
+}
+
+/// Webhooks and their deliveries, column by column.
+#[derive(Default)]
+struct RequestColumns<'a> {
+    id: Column<&'a str>,
+    source_id: Column<i64>,
+    method: Column<&'a str>,
+    path: Column<&'a str>,
+    query: Column<&'a str>,
+    headers: Column<String>,
+    body: Column<&'a [u8]>,
+    remote_addr: Column<&'a str>,
+    created_at: Column<i64>,
+    resent_from: Column<Option<&'a str>>,
+    delivery_id: Column<String>,
+    delivery_request: Column<&'a str>,
+    delivery_target: Column<i64>,
+    delivery_at: Column<i64>,
+}
+
+impl<'a> RequestColumns<'a> {
+    fn of(ingests: &[(&'a StoredRequest, &'a [i64])]) -> Self {
+        let mut columns = RequestColumns::default();
+        for (request, targets) in ingests {
+            columns.id.push(&request.id);
+            columns.source_id.push(request.source_id);
+            columns.method.push(&request.method);
+            columns.path.push(&request.path);
+            columns.query.push(&request.query);
+            columns.headers.push(encode_headers(&request.headers));
+            columns.body.push(&request.body[..]);
+            columns.remote_addr.push(&request.remote_addr);
+            columns.created_at.push(request.created_at);
+            columns.resent_from.push(request.resent_from.as_deref());
+            for target in *targets {
+                columns.delivery_id.push(new_record_id());
+                columns.delivery_request.push(&request.id);
+                columns.delivery_target.push(*target);
+                columns.delivery_at.push(request.created_at);
+            }
+        }
+        columns
+    }
+}
