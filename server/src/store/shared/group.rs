@@ -8,7 +8,11 @@
 //! the next while writes keep coming. A backend may give the writer a
 //! connection of its own (`Direct`, SQLite's) for the batches that hold
 //! only webhooks, simple outcomes and probes; the pool's connection is then
-//! held all the same, so that nothing else writes at the same time.
+//! held all the same, so that nothing else writes at the same time. Or it
+//! may write the batches of webhooks and simple outcomes in one statement
+//! that commits by itself (`OneStatement`, PostgreSQL's, where every
+//! statement is a round trip): their writes are answered when it returns,
+//! and their claim follows in a transaction of its own.
 
 use std::time::Duration;
 
@@ -111,7 +115,8 @@ fn writer_gone() -> StoreError {
 impl GroupWriter {
     /// Starts the writer task on `pool` (the store's single writer
     /// connection), and `direct`, the writer's own connection if the backend
-    /// has one, or `one`, its way of writing a plain batch in one statement. Claims read targets afresh whenever `catalog` moves.
+    /// has one, or `one`, its way of writing a plain batch in one statement.
+    /// Claims read targets afresh whenever `catalog` moves.
     pub fn start(
         pool: DbPool,
         direct: Option<super::Direct>,
