@@ -7,19 +7,30 @@
 //! requests the claim needs, COMMIT. Here the writes of a batch are one
 //! statement (data-modifying CTEs over arrays, one parameter per column),
 //! outside a transaction block, so it commits durably on its own and its
-//! writes are acknowledged as soon as it returns. The claim follows on a
-//! connection of its own whose commits do not wait for the disk: a claim
-//! lost in a crash leaves its deliveries pending, to be claimed again,
-//! and the commit of any later outcome or webhook has flushed it anyway.
+//! writes are acknowledged as soon as it returns. The claim follows, with
+//! the requests it needs, in one statement too, on a connection of its own
+//! whose commits do not wait for the disk: a claim lost in a crash leaves
+//! its deliveries pending, to be claimed again, and the commit of any
+//! later outcome or webhook has flushed it anyway.
 
 use sqlx::postgres::PgPool;
 
-use super::deliveries::{attempt_columns, attempt_record, delivery_state_of};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sqlx::Row;
+
+use super::deliveries::{
+    ClaimRow, assemble_claims, attempt_columns, attempt_record, delivery_state_of, load_targets,
+    new_lease_token,
+};
+use super::queries as q;
 use super::{DbConn, StoreError};
 use crate::store::model::{
-    AttemptOutcome, AttemptRecord, ClaimedDelivery, StoredRequest, new_record_id,
+    AttemptOutcome, AttemptRecord, ClaimedDelivery, StoredRequest, Target, new_record_id,
+    now_micros,
 };
-use crate::store::rows::encode_headers;
+use crate::store::rows::{RequestRow, encode_headers};
 
 /// The writes of a plain batch: outcomes fenced on their leases, the
 /// attempt rows of those whose lease held, webhooks, and their deliveries
@@ -60,8 +71,8 @@ const WRITE_PLAIN: &str = "WITH outcomes AS ( \
         WHERE EXISTS (SELECT 1 FROM targets t WHERE t.id = v.target_id)) \
     SELECT id FROM finished";
 
-/// What the writer needs for plain batches: the connection its claims go
-/// through.
+/// What the writer needs for plain batches: the connection their claims
+/// go through.
 #[derive(Debug)]
 pub(super) struct OneStatement {
     claims: PgPool,
@@ -75,11 +86,58 @@ impl OneStatement {
         OneStatement { claims }
     }
 
-    /// The connection claims go through (see the module's comment).
-    pub(super) async fn claims(
+    /// Claims up to `limit` due deliveries under a new lease of
+    /// `worker_id` (after returning expired leases to pending, if
+    /// `expire`), leaving the targets in `skip` alone, with the requests
+    /// they need in the same statement (those in `fresh` are not read);
+    /// `targets` gets the targets it reads added. Returns the claimed
+    /// deliveries and how many rows the claim took, as `claim_in` does.
+    /// The claim commits by itself: if what it took cannot be handed over
+    /// (a target cannot be read), it is given back untried.
+    pub(super) async fn claim(
         &mut self,
-    ) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, StoreError> {
-        Ok(self.claims.acquire().await?)
+        worker_id: &str,
+        limit: u32,
+        skip: &[i64],
+        expire: bool,
+        fresh: &HashMap<&str, &Arc<StoredRequest>>,
+        targets: &mut HashMap<i64, Arc<Target>>,
+    ) -> Result<(Vec<ClaimedDelivery>, usize), StoreError> {
+        let mut conn = self.claims.acquire().await?;
+        let now = now_micros();
+        let lease_token = new_lease_token(worker_id);
+        if expire {
+            sqlx::query(q::EXPIRE_LEASES)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+        }
+        let in_memory: Vec<&str> = fresh.keys().copied().collect();
+        let taken = sqlx::query(q::CLAIM_DUE_WITH_REQUESTS)
+            .bind(&lease_token)
+            .bind(now)
+            .bind(i64::from(limit))
+            .bind(super::id_list(skip))
+            .bind(in_memory)
+            .fetch_all(&mut *conn)
+            .await?;
+        if taken.is_empty() {
+            return Ok((Vec::new(), 0));
+        }
+        let assembled = assemble(&mut conn, &taken, &lease_token, fresh, targets, now).await;
+        if assembled.is_err() {
+            // Nothing was handed over: the claim is given back now rather
+            // than when its lease expires.
+            if let Err(e) = sqlx::query(q::UNCLAIM_ALL)
+                .bind(now_micros())
+                .bind(&lease_token)
+                .execute(&mut *conn)
+                .await
+            {
+                tracing::warn!(error = %e, "a claim that failed was not given back; its lease will expire");
+            }
+        }
+        assembled.map(|claimed| (claimed, taken.len()))
     }
 
     /// Writes `ingests` (each webhook with the targets it goes to) and
@@ -158,6 +216,59 @@ impl OneStatement {
             .collect();
         Ok((created, records))
     }
+}
+
+/// The claimed deliveries of the rows `taken` (see
+/// `CLAIM_DUE_WITH_REQUESTS`); those whose request or target is gone are
+/// cancelled.
+async fn assemble(
+    conn: &mut DbConn,
+    taken: &[sqlx::postgres::PgRow],
+    lease_token: &str,
+    fresh: &HashMap<&str, &Arc<StoredRequest>>,
+    targets: &mut HashMap<i64, Arc<Target>>,
+    now: i64,
+) -> Result<Vec<ClaimedDelivery>, StoreError> {
+    let mut rows: Vec<ClaimRow> = Vec::with_capacity(taken.len());
+    let mut loaded = HashMap::new();
+    for row in taken {
+        rows.push((
+            row.try_get(0)?,
+            row.try_get(1)?,
+            row.try_get(2)?,
+            row.try_get(3)?,
+        ));
+        let id: Option<String> = row.try_get(4)?;
+        if let Some(id) = id
+            && !loaded.contains_key(&id)
+        {
+            let request = StoredRequest::try_from(RequestRow {
+                id,
+                source_id: row.try_get(5)?,
+                source_name: row.try_get(6)?,
+                method: row.try_get(7)?,
+                path: row.try_get(8)?,
+                query: row.try_get(9)?,
+                headers: row.try_get(10)?,
+                body: row.try_get(11)?,
+                remote_addr: row.try_get(12)?,
+                created_at: row.try_get(13)?,
+                resent_from: row.try_get(14)?,
+            })?;
+            loaded.insert(request.id.clone(), request);
+        }
+    }
+    load_targets(&mut *conn, &rows, targets).await?;
+    let (claimed, gone) = assemble_claims(rows, lease_token, fresh, loaded, targets);
+    for delivery_id in gone {
+        sqlx::query(q::CANCEL_CLAIMED)
+            .bind(now)
+            .bind(&delivery_id)
+            .bind(lease_token)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(claimed)
 }
 
 /// Attempt rows, column by column.

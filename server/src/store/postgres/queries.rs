@@ -139,6 +139,40 @@ pub const CLAIM_DUE: &str = concat!(
     WHERE deliveries.ctid = chosen.row_id AND deliveries.state = 'pending' \
     RETURNING deliveries.id, deliveries.request_id, deliveries.target_id, deliveries.attempt"
 );
+/// CLAIM_DUE, and the requests it took deliveries of, in one statement:
+/// each row is a delivery (id, request id, target id, attempt) and its
+/// request's columns, NULL for the requests in $5 (in memory already) and
+/// for those that are gone.
+pub const CLAIM_DUE_WITH_REQUESTS: &str = concat!(
+    open_targets!(),
+    ", due AS ( \
+        SELECT x.ctid AS row_id, x.next_run_at FROM open_targets o \
+        CROSS JOIN LATERAL ( \
+            SELECT d.ctid, d.next_run_at FROM deliveries d \
+            WHERE d.target_id = o.id AND d.state = 'pending' AND d.next_run_at <= $2 \
+            ORDER BY d.next_run_at LIMIT LEAST(o.room, $3) \
+            FOR UPDATE SKIP LOCKED) x \
+        WHERE o.room > 0), \
+    claimed AS ( \
+        UPDATE deliveries \
+        SET state = 'in_flight', attempt = deliveries.attempt + 1, lease_token = $1, \
+            updated_at = $2, lease_expires_at = $2 + 30000000 + 1000 * COALESCE( \
+                (SELECT timeout_ms FROM targets t WHERE t.id = deliveries.target_id), 30000) \
+        FROM (SELECT row_id FROM due ORDER BY next_run_at LIMIT $3) AS chosen \
+        WHERE deliveries.ctid = chosen.row_id AND deliveries.state = 'pending' \
+        RETURNING deliveries.id, deliveries.request_id, deliveries.target_id, \
+            deliveries.attempt) \
+    SELECT c.id, c.request_id, c.target_id, c.attempt, r.id, r.source_id, s.name, r.method, \
+        r.path, r.query, r.headers, r.body, r.remote_addr, r.created_at, r.resent_from \
+    FROM claimed c \
+    LEFT JOIN requests r ON r.id = c.request_id AND NOT (c.request_id = ANY($5)) \
+    LEFT JOIN sources s ON s.id = r.source_id"
+);
+/// Gives back, untried, every delivery of a claim whose deliveries could not
+/// be handed over.
+pub const UNCLAIM_ALL: &str = "UPDATE deliveries SET state = 'pending', attempt = attempt - 1, \
+    lease_token = NULL, lease_expires_at = NULL, updated_at = $1 \
+    WHERE lease_token = $2 AND state = 'in_flight'";
 /// CLAIM_DUE returns what it took itself.
 pub const CLAIMED: Option<&str> = None;
 /// When the worker should look again: the earliest pending delivery of a

@@ -12,7 +12,7 @@
 //! may write the batches of webhooks and simple outcomes in one statement
 //! that commits by itself (`OneStatement`, PostgreSQL's, where every
 //! statement is a round trip): their writes are answered when it returns,
-//! and their claim follows in a transaction of its own.
+//! and their claim follows in a statement of its own.
 
 use std::time::Duration;
 
@@ -638,10 +638,9 @@ fn in_one_statement(batch: &[Write]) -> bool {
 
 /// A batch of webhooks and simple outcomes in one statement that commits
 /// by itself; every write is answered as soon as it returns, and the
-/// batch's claim follows on the backend's claims connection, in a
-/// transaction of its own (all of it, or nothing of it). If the
-/// statement fails, nothing of it was written: every write again one by
-/// one on `conn`.
+/// batch's claim follows in a statement of its own (see `OneStatement`).
+/// If the batch's statement fails, nothing of it was written: every write
+/// again one by one on `conn`.
 async fn commit_one_statement(
     one: &mut super::OneStatement,
     conn: &mut DbConn,
@@ -701,24 +700,27 @@ async fn commit_one_statement(
         return Ok(());
     }
     let fresh = fresh.iter().map(|r| (r.id.as_str(), r)).collect();
-    let claimed = match one.claims().await {
-        Ok(mut claims) => match begin(&mut claims).await {
-            Ok(()) => {
-                let claimed = claim_for(&mut claims, dispatcher, false, fresh, wanted).await;
-                end(&mut claims, claimed).await
-            }
-            Err(e) => Err(e),
-        },
-        Err(e) => Err(e),
+    let Some(claim) = dispatcher.claim_now(wanted, fresh) else {
+        return Ok(());
     };
+    let claimed = one
+        .claim(
+            &claim.handle.worker_id,
+            claim.limit_u32(),
+            &claim.skip,
+            claim.expire,
+            &claim.fresh,
+            dispatcher.current_targets(false),
+        )
+        .await
+        .map(|(deliveries, taken)| claim.dispatched(deliveries, taken));
     match claimed {
-        Ok(Some(claimed)) => {
+        Ok(claimed) => {
             handle.slots.take(claimed.deliveries.len());
             if !claimed.deliveries.is_empty() || claimed.exhausted {
                 handle.hand_over(claimed);
             }
         }
-        Ok(None) => {}
         // The writes are in; only the claim waits (see `pause_claims`).
         Err(e) => pause_claims(dispatcher, &e),
     }

@@ -57,7 +57,15 @@ enum OneStatement {}
 
 #[allow(clippy::unused_self, clippy::unused_async)]
 impl OneStatement {
-    async fn claims(&mut self) -> Result<sqlx::pool::PoolConnection<Db>, StoreError> {
+    async fn claim(
+        &mut self,
+        _worker_id: &str,
+        _limit: u32,
+        _skip: &[i64],
+        _expire: bool,
+        _fresh: &std::collections::HashMap<&str, &std::sync::Arc<super::model::StoredRequest>>,
+        _targets: &mut std::collections::HashMap<i64, std::sync::Arc<super::model::Target>>,
+    ) -> Result<(Vec<super::model::ClaimedDelivery>, usize), StoreError> {
         match *self {}
     }
 
