@@ -280,6 +280,25 @@ async fn test_store() -> (TestKeep, Store) {
 mod tests {
     use super::*;
 
+    /// A target, and `count` deliveries to it whose state and next run
+    /// are `state_and_next_run` (SQL over `n`, 1 to `count`).
+    async fn fill_deliveries(store: &Store, state_and_next_run: &str, count: i64) {
+        sqlx::query("INSERT INTO targets (name, url, retry_kind, retry_interval_ms, max_attempts, timeout_ms, created_at) \
+             VALUES ('t', 'http://127.0.0.1:9/', 'exponential', 1000, 5, 1000, 0)")
+            .execute(&store.batches)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        sqlx::query(&format!(
+            "INSERT INTO deliveries (id, request_id, target_id, state, next_run_at, created_at, updated_at) \
+             SELECT 'd' || n, 'r' || n, (SELECT MIN(id) FROM targets), {state_and_next_run}, 0, 0 \
+             FROM generate_series(1, $1) AS n"
+        ))
+        .bind(count)
+        .execute(&store.batches)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+
     /// The group writer's claims never plan a bitmap scan (see
     /// `open_with`), and the in-flight count they make, on a table with
     /// a delivery in flight behind many that have left that state, reads
@@ -293,19 +312,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(setting, "off");
         // A target, then deliveries that went through in flight.
-        sqlx::query("INSERT INTO targets (name, url, retry_kind, retry_interval_ms, max_attempts, timeout_ms, created_at) \
-             VALUES ('t', 'http://127.0.0.1:9/', 'exponential', 1000, 5, 1000, 0)")
-            .execute(&store.batches)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        sqlx::query(
-            "INSERT INTO deliveries (id, request_id, target_id, state, next_run_at, created_at, updated_at) \
-             SELECT 'd' || n, 'r' || n, (SELECT MIN(id) FROM targets), 'in_flight', 0, 0, 0 \
-             FROM generate_series(1, 2000) AS n",
-        )
-        .execute(&store.batches)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        fill_deliveries(&store, "'in_flight', 0", 2000).await;
         sqlx::query("UPDATE deliveries SET state = 'delivered' WHERE id <> 'd1'")
             .execute(&store.batches)
             .await
@@ -355,19 +362,7 @@ mod tests {
     #[tokio::test]
     async fn a_claim_updates_the_rows_it_locked_by_their_address() {
         let ((), store) = test_store().await;
-        sqlx::query("INSERT INTO targets (name, url, retry_kind, retry_interval_ms, max_attempts, timeout_ms, created_at) \
-             VALUES ('t', 'http://127.0.0.1:9/', 'exponential', 1000, 5, 1000, 0)")
-            .execute(&store.batches)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        sqlx::query(
-            "INSERT INTO deliveries (id, request_id, target_id, state, next_run_at, created_at, updated_at) \
-             SELECT 'd' || n, 'r' || n, (SELECT MIN(id) FROM targets), 'pending', n, 0, 0 \
-             FROM generate_series(1, 300) AS n",
-        )
-        .execute(&store.batches)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        fill_deliveries(&store, "'pending', n", 300).await;
         let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {}", queries::CLAIM_DUE))
             .bind("worker.claim")
             .bind(1_000_i64)

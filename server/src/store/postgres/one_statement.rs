@@ -21,8 +21,8 @@ use std::sync::Arc;
 use sqlx::Row;
 
 use super::deliveries::{
-    ClaimRow, assemble_claims, attempt_columns, attempt_record, delivery_state_of, load_targets,
-    new_lease_token,
+    ClaimRow, assemble_claims, attempt_columns, attempt_record, delivery_state_of,
+    expire_leases_in, load_targets, new_lease_token,
 };
 use super::queries as q;
 use super::{DbConn, StoreError};
@@ -105,13 +105,10 @@ impl OneStatement {
     ) -> Result<(Vec<ClaimedDelivery>, usize), StoreError> {
         let mut conn = self.claims.acquire().await?;
         let now = now_micros();
-        let lease_token = new_lease_token(worker_id);
         if expire {
-            sqlx::query(q::EXPIRE_LEASES)
-                .bind(now)
-                .execute(&mut *conn)
-                .await?;
+            expire_leases_in(&mut conn, now).await?;
         }
+        let lease_token = new_lease_token(worker_id);
         let in_memory: Vec<&str> = fresh.keys().copied().collect();
         let taken = sqlx::query(q::CLAIM_DUE_WITH_REQUESTS)
             .bind(&lease_token)

@@ -113,6 +113,29 @@ macro_rules! open_targets {
     };
 }
 
+/// The claim's update (see CLAIM_DUE), after `open_targets!()`, without
+/// its RETURNING.
+macro_rules! claim_update {
+    () => {
+        ", due AS ( \
+            SELECT x.ctid AS row_id, x.next_run_at FROM open_targets o \
+            CROSS JOIN LATERAL ( \
+                SELECT d.ctid, d.next_run_at FROM deliveries d \
+                WHERE d.target_id = o.id AND d.state = 'pending' AND d.next_run_at <= $2 \
+                ORDER BY d.next_run_at LIMIT LEAST(o.room, $3) \
+                FOR UPDATE SKIP LOCKED) x \
+            WHERE o.room > 0) \
+        UPDATE deliveries \
+        SET state = 'in_flight', attempt = deliveries.attempt + 1, lease_token = $1, \
+            updated_at = $2, lease_expires_at = $2 + 30000000 + 1000 * COALESCE( \
+                (SELECT timeout_ms FROM targets t WHERE t.id = deliveries.target_id), 30000) \
+        FROM (SELECT row_id FROM due ORDER BY next_run_at LIMIT $3) AS chosen \
+        WHERE deliveries.ctid = chosen.row_id AND deliveries.state = 'pending' \
+        RETURNING deliveries.id, deliveries.request_id, deliveries.target_id, \
+            deliveries.attempt"
+    };
+}
+
 /// Claims due deliveries: lease token, lease expiry and attempt in one write.
 /// The lease lasts the target's timeout plus a margin. Each open target gets
 /// at most its free in-flight slots, read through its own index; rows another
@@ -121,47 +144,16 @@ macro_rules! open_targets {
 /// it locked by their address (`ctid`, fixed while the lock is held): joined
 /// on the id, a planner without statistics on the table walked the pending
 /// index again for every row taken.
-pub const CLAIM_DUE: &str = concat!(
-    open_targets!(),
-    ", due AS ( \
-        SELECT x.ctid AS row_id, x.next_run_at FROM open_targets o \
-        CROSS JOIN LATERAL ( \
-            SELECT d.ctid, d.next_run_at FROM deliveries d \
-            WHERE d.target_id = o.id AND d.state = 'pending' AND d.next_run_at <= $2 \
-            ORDER BY d.next_run_at LIMIT LEAST(o.room, $3) \
-            FOR UPDATE SKIP LOCKED) x \
-        WHERE o.room > 0) \
-    UPDATE deliveries \
-    SET state = 'in_flight', attempt = deliveries.attempt + 1, lease_token = $1, updated_at = $2, \
-        lease_expires_at = $2 + 30000000 + 1000 * COALESCE( \
-            (SELECT timeout_ms FROM targets t WHERE t.id = deliveries.target_id), 30000) \
-    FROM (SELECT row_id FROM due ORDER BY next_run_at LIMIT $3) AS chosen \
-    WHERE deliveries.ctid = chosen.row_id AND deliveries.state = 'pending' \
-    RETURNING deliveries.id, deliveries.request_id, deliveries.target_id, deliveries.attempt"
-);
+pub const CLAIM_DUE: &str = concat!(open_targets!(), claim_update!());
 /// CLAIM_DUE, and the requests it took deliveries of, in one statement:
 /// each row is a delivery (id, request id, target id, attempt) and its
 /// request's columns, NULL for the requests in $5 (in memory already) and
 /// for those that are gone.
 pub const CLAIM_DUE_WITH_REQUESTS: &str = concat!(
+    "WITH claimed AS (",
     open_targets!(),
-    ", due AS ( \
-        SELECT x.ctid AS row_id, x.next_run_at FROM open_targets o \
-        CROSS JOIN LATERAL ( \
-            SELECT d.ctid, d.next_run_at FROM deliveries d \
-            WHERE d.target_id = o.id AND d.state = 'pending' AND d.next_run_at <= $2 \
-            ORDER BY d.next_run_at LIMIT LEAST(o.room, $3) \
-            FOR UPDATE SKIP LOCKED) x \
-        WHERE o.room > 0), \
-    claimed AS ( \
-        UPDATE deliveries \
-        SET state = 'in_flight', attempt = deliveries.attempt + 1, lease_token = $1, \
-            updated_at = $2, lease_expires_at = $2 + 30000000 + 1000 * COALESCE( \
-                (SELECT timeout_ms FROM targets t WHERE t.id = deliveries.target_id), 30000) \
-        FROM (SELECT row_id FROM due ORDER BY next_run_at LIMIT $3) AS chosen \
-        WHERE deliveries.ctid = chosen.row_id AND deliveries.state = 'pending' \
-        RETURNING deliveries.id, deliveries.request_id, deliveries.target_id, \
-            deliveries.attempt) \
+    claim_update!(),
+    ") \
     SELECT c.id, c.request_id, c.target_id, c.attempt, r.id, r.source_id, s.name, r.method, \
         r.path, r.query, r.headers, r.body, r.remote_addr, r.created_at, r.resent_from \
     FROM claimed c \

@@ -256,10 +256,7 @@ pub(super) async fn claim_in(
     let now = now_micros();
     let lease_token = new_lease_token(worker_id);
     if expire {
-        sqlx::query(q::EXPIRE_LEASES)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
+        expire_leases_in(&mut *conn, now).await?;
     }
     let claim = sqlx::query(q::CLAIM_DUE)
         .bind(&lease_token)
@@ -314,6 +311,15 @@ pub(super) async fn claim_in(
             .await?;
     }
     Ok((claimed, taken))
+}
+
+/// Returns the deliveries whose lease has expired by `now` to pending.
+pub(super) async fn expire_leases_in(conn: &mut DbConn, now: Micros) -> Result<(), StoreError> {
+    sqlx::query(q::EXPIRE_LEASES)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// The requests of claimed `rows` that are not in `fresh`, each once.
