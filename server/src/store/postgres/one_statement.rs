@@ -95,7 +95,7 @@ impl OneStatement {
     /// The claim commits by itself: if what it took cannot be handed over
     /// (a target cannot be read), it is given back untried.
     pub(super) async fn claim(
-        &mut self,
+        &self,
         worker_id: &str,
         limit: u32,
         skip: &[i64],
@@ -142,7 +142,7 @@ impl OneStatement {
     /// it returns. Returns the deliveries made for each webhook and, for
     /// each outcome, its attempt record, or None if its lease was lost.
     pub(super) async fn write(
-        &mut self,
+        &self,
         conn: &mut DbConn,
         ingests: &[(&StoredRequest, &[i64])],
         finishes: Vec<(&ClaimedDelivery, AttemptOutcome)>,

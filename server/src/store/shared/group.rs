@@ -130,6 +130,7 @@ impl GroupWriter {
             pool,
             direct,
             one,
+            pending: None,
             upkeep,
             held: None,
         };
@@ -243,6 +244,8 @@ struct Writer {
     direct: Option<super::Direct>,
     /// Plain batches in one statement (PostgreSQL).
     one: Option<super::OneStatement>,
+    /// The claim of the last batch written in one statement, not made yet.
+    pending: Option<PendingClaim>,
     upkeep: super::Upkeep,
     /// The pool's connection, while the writer keeps it, and since when.
     held: Option<(Held, std::time::Instant)>,
@@ -259,7 +262,16 @@ async fn run(
         catalog,
         ..Dispatcher::default()
     };
-    while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    loop {
+        // A claim left for the next batch is made now if none is waiting.
+        if receiver.is_empty()
+            && let Some(one) = writer.one.as_ref()
+        {
+            claim_pending(one, &mut dispatcher, writer.pending.take()).await;
+        }
+        if receiver.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            break;
+        }
         dispatcher.take_changes(&mut batch);
         if batch.is_empty() {
             continue;
@@ -345,25 +357,23 @@ impl Dispatcher {
     /// How many deliveries `batch` should claim: none unless it may have
     /// made some due or freed slots (new deliveries, outcomes, a kick).
     fn wanted(&self, batch: &[Write], released: usize) -> usize {
+        self.wanted_now(may_have_work(batch), released)
+    }
+
+    /// How many deliveries a claim should take now, with `released` slots
+    /// about to be freed: none if no work `may` have come.
+    fn wanted_now(&self, may: bool, released: usize) -> usize {
         let Some(handle) = &self.handle else {
             return 0;
         };
-        if self
-            .paused_until
-            .is_some_and(|until| std::time::Instant::now() < until)
+        if !may
+            || self
+                .paused_until
+                .is_some_and(|until| std::time::Instant::now() < until)
         {
             return 0;
         }
-        let may_have_work = batch.iter().any(|w| match w {
-            Write::Ingest { targets, .. } => !targets.is_empty(),
-            Write::Finish { .. } | Write::Kick => true,
-            Write::Probe { .. } | Write::Dispatch { .. } => false,
-        });
-        if may_have_work {
-            (handle.slots.free() + released).min(MAX_CLAIM)
-        } else {
-            0
-        }
+        (handle.slots.free() + released).min(MAX_CLAIM)
     }
 
     /// The targets read earlier, unless the catalog changed since, they
@@ -479,6 +489,16 @@ fn fresh_requests(batch: &[Write]) -> Fresh<'_> {
         .collect()
 }
 
+/// Whether `batch` may have made deliveries due or freed slots (new
+/// deliveries, outcomes, a kick).
+fn may_have_work(batch: &[Write]) -> bool {
+    batch.iter().any(|w| match w {
+        Write::Ingest { targets, .. } => !targets.is_empty(),
+        Write::Finish { .. } | Write::Kick => true,
+        Write::Probe { .. } | Write::Dispatch { .. } => false,
+    })
+}
+
 /// Whether `batch` may move a breaker or disable a target (an outcome that
 /// is not simple).
 fn moves_targets(batch: &[Write]) -> bool {
@@ -538,10 +558,12 @@ async fn commit_batch(
     {
         return commit_direct(direct, conn, batch, &writer.upkeep, dispatcher).await;
     }
-    if let Some(one) = writer.one.as_mut()
-        && in_one_statement(&batch)
-    {
-        return commit_one_statement(one, conn, batch, dispatcher).await;
+    if let Some(one) = writer.one.as_ref() {
+        if in_one_statement(&batch) {
+            return commit_one_statement(one, conn, batch, dispatcher, &mut writer.pending).await;
+        }
+        // The claim left by the batch before comes first.
+        claim_pending(one, dispatcher, writer.pending.take()).await;
     }
     if let Err(e) = begin(conn).await {
         return cannot_begin(batch, e);
@@ -637,42 +659,74 @@ fn in_one_statement(batch: &[Write]) -> bool {
 }
 
 /// A batch of webhooks and simple outcomes in one statement that commits
-/// by itself; every write is answered as soon as it returns, and the
-/// batch's claim follows in a statement of its own (see `OneStatement`).
-/// If the batch's statement fails, nothing of it was written: every write
-/// again one by one on `conn`.
+/// by itself; every write is answered as soon as it returns. Its claim is
+/// left `pending`, to run alongside the next such batch's statement (on
+/// the backend's claims connection, see `OneStatement`), or on its own
+/// once no writes are waiting; the claim `pending` from the batch before
+/// runs alongside this one's. If the batch's statement fails, nothing of
+/// it was written: every write again one by one on `conn`.
 async fn commit_one_statement(
-    one: &mut super::OneStatement,
+    one: &super::OneStatement,
     conn: &mut DbConn,
     batch: Vec<Write>,
     dispatcher: &mut Dispatcher,
+    pending: &mut Option<PendingClaim>,
 ) -> Result<(), StoreError> {
     let released = dispatcher.released(&batch);
-    let wanted = dispatcher.wanted(&batch, released);
-    let mut ingests = Vec::new();
-    let mut finishes = Vec::new();
-    for write in &batch {
-        match write {
-            Write::Ingest {
-                request, targets, ..
-            } => ingests.push((&**request, targets.as_slice())),
-            Write::Finish {
-                claimed, outcome, ..
-            } => finishes.push((&**claimed, (**outcome).clone())),
-            Write::Probe { .. } | Write::Kick | Write::Dispatch { .. } => {}
+    let may_have_work = may_have_work(&batch);
+    // Writes, then answers, while the claim before runs beside them.
+    let write = async {
+        let mut ingests = Vec::new();
+        let mut finishes = Vec::new();
+        for write in &batch {
+            match write {
+                Write::Ingest {
+                    request, targets, ..
+                } => ingests.push((&**request, targets.as_slice())),
+                Write::Finish {
+                    claimed, outcome, ..
+                } => finishes.push((&**claimed, (**outcome).clone())),
+                Write::Probe { .. } | Write::Kick | Write::Dispatch { .. } => {}
+            }
         }
-    }
-    let written = one.write(conn, &ingests, finishes).await;
-    drop(ingests);
-    let (created, records) = match written {
-        Ok(written) => written,
-        Err(e) => {
+        let written = if ingests.is_empty() && finishes.is_empty() {
+            // A kick: nothing to write, only a claim to make.
+            Ok((Vec::new(), Vec::new()))
+        } else {
+            one.write(&mut *conn, &ingests, finishes).await
+        };
+        drop(ingests);
+        match written {
+            Ok((created, records)) => Ok(answer_written(batch, created, records)),
+            Err(e) => Err((e, batch)),
+        }
+    };
+    let (written, ()) = tokio::join!(write, claim_pending(one, dispatcher, pending.take()));
+    let fresh = match written {
+        Ok(fresh) => fresh,
+        Err((e, batch)) => {
             tracing::warn!(error = %e, writes = batch.len(), "group commit failed; writing one by one");
             return one_by_one(conn, batch, dispatcher).await;
         }
     };
-    // The requests stay in memory for the claim; the answers go now.
-    let fresh: Vec<std::sync::Arc<StoredRequest>> = batch
+    if let Some(handle) = &dispatcher.handle {
+        handle.slots.release(released);
+        if may_have_work {
+            *pending = Some(PendingClaim { fresh });
+        }
+    }
+    Ok(())
+}
+
+/// Answers every write of a batch written in one statement: `created`
+/// deliveries for each webhook, `records` for each outcome, in order.
+/// Returns the requests the batch wrote, for its claim.
+fn answer_written(
+    batch: Vec<Write>,
+    created: Vec<u32>,
+    records: Vec<Option<AttemptRecord>>,
+) -> Vec<std::sync::Arc<StoredRequest>> {
+    let fresh = batch
         .iter()
         .filter_map(|w| match w {
             Write::Ingest { request, .. } => Some(request.clone()),
@@ -692,16 +746,30 @@ async fn commit_one_statement(
             .ok_or_else(|| StoreError::Corrupt("group commit: a write was not applied".into()));
         answer(write, result);
     }
-    let Some(handle) = dispatcher.handle.clone() else {
-        return Ok(());
+    fresh
+}
+
+/// The claim a batch written in one statement leaves for later: the
+/// requests it wrote, handed over from memory.
+struct PendingClaim {
+    fresh: Vec<std::sync::Arc<StoredRequest>>,
+}
+
+/// Makes the `pending` claim, if any, for as many deliveries as the
+/// worker has free slots now, and hands them over. A failed claim pauses
+/// claims (see `pause_claims`); the writes it followed are in already.
+async fn claim_pending(
+    one: &super::OneStatement,
+    dispatcher: &mut Dispatcher,
+    pending: Option<PendingClaim>,
+) {
+    let Some(PendingClaim { fresh }) = pending else {
+        return;
     };
-    handle.slots.release(released);
-    if wanted == 0 {
-        return Ok(());
-    }
+    let wanted = dispatcher.wanted_now(true, 0);
     let fresh = fresh.iter().map(|r| (r.id.as_str(), r)).collect();
     let Some(claim) = dispatcher.claim_now(wanted, fresh) else {
-        return Ok(());
+        return;
     };
     let claimed = one
         .claim(
@@ -716,15 +784,13 @@ async fn commit_one_statement(
         .map(|(deliveries, taken)| claim.dispatched(deliveries, taken));
     match claimed {
         Ok(claimed) => {
-            handle.slots.take(claimed.deliveries.len());
+            claim.handle.slots.take(claimed.deliveries.len());
             if !claimed.deliveries.is_empty() || claimed.exhausted {
-                handle.hand_over(claimed);
+                claim.handle.hand_over(claimed);
             }
         }
-        // The writes are in; only the claim waits (see `pause_claims`).
         Err(e) => pause_claims(dispatcher, &e),
     }
-    Ok(())
 }
 
 /// One plain write on the writer's own connection.

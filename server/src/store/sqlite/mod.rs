@@ -58,7 +58,7 @@ enum OneStatement {}
 #[allow(clippy::unused_self, clippy::unused_async)]
 impl OneStatement {
     async fn claim(
-        &mut self,
+        &self,
         _worker_id: &str,
         _limit: u32,
         _skip: &[i64],
@@ -70,7 +70,7 @@ impl OneStatement {
     }
 
     async fn write(
-        &mut self,
+        &self,
         _conn: &mut DbConn,
         _ingests: &[(&super::model::StoredRequest, &[i64])],
         _finishes: Vec<(&super::model::ClaimedDelivery, super::model::AttemptOutcome)>,
