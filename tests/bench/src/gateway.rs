@@ -112,8 +112,15 @@ impl Gateway {
         })
         .await
         .context("webhook-server not ready within 20s")??;
-        // Keep draining its log so it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        // Keep draining its log so it never blocks on a full pipe; its
+        // warnings and errors are passed on, since they may explain a figure.
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains("WARN") || line.contains("ERROR") {
+                    eprintln!("gateway: {line}");
+                }
+            }
+        });
         let field = |name: &str| -> anyhow::Result<SocketAddr> {
             let start = ready.find(name).context("ready line")? + name.len();
             let value = ready[start..]

@@ -179,9 +179,12 @@ impl Store {
             .await?;
         // The claims that follow the writer's plain batches (see
         // `one_statement`): their commits need not wait for the disk.
+        // Taken for every claim: no ping first (a broken connection fails
+        // the claim, which pauses claims, and is replaced).
         let claims = PgPoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(
                 options.options([("enable_bitmapscan", "off"), ("synchronous_commit", "off")]),
