@@ -7,18 +7,18 @@
 //! requests the claim needs, COMMIT. Here the writes of a batch are one
 //! statement (data-modifying CTEs over arrays, one parameter per column),
 //! outside a transaction block, so it commits durably on its own and its
-//! writes are acknowledged as soon as it returns. The claim follows, with
-//! the requests it needs, in one statement too, on a connection of its own
-//! whose commits do not wait for the disk: a claim lost in a crash leaves
-//! its deliveries pending, to be claimed again, and the commit of any
-//! later outcome or webhook has flushed it anyway.
-
-use sqlx::postgres::PgPool;
+//! writes are acknowledged as soon as it returns. The claim, with the
+//! requests it needs, is one statement too, made alongside the next
+//! batch's on a connection of its own whose commits do not wait for the
+//! disk: a claim lost in a crash leaves its deliveries pending, to be
+//! claimed again, and the commit of any later outcome or webhook has
+//! flushed it anyway.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use sqlx::Row;
+use sqlx::postgres::PgPool;
 
 use super::deliveries::{
     ClaimRow, assemble_claims, attempt_columns, attempt_record, delivery_state_of,

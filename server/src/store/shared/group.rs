@@ -12,7 +12,8 @@
 //! may write the batches of webhooks and simple outcomes in one statement
 //! that commits by itself (`OneStatement`, PostgreSQL's, where every
 //! statement is a round trip): their writes are answered when it returns,
-//! and their claim follows in a statement of its own.
+//! and their claim is a statement of its own, made alongside the next such
+//! batch's (or alone, when no write is waiting).
 
 use std::time::Duration;
 
