@@ -17,12 +17,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sqlx::Row;
 use sqlx::postgres::PgPool;
+use sqlx::{FromRow, Row};
 
 use super::deliveries::{
-    ClaimRow, assemble_claims, attempt_columns, attempt_record, delivery_state_of,
-    expire_leases_in, load_targets, new_lease_token,
+    ClaimRow, assemble_claims, attempt_columns, attempt_record, cancel_claimed_in,
+    delivery_state_of, expire_leases_in, load_targets, new_lease_token,
 };
 use super::queries as q;
 use super::{DbConn, StoreError};
@@ -77,9 +77,6 @@ const WRITE_PLAIN: &str = "WITH outcomes AS ( \
 pub(super) struct OneStatement {
     claims: PgPool,
 }
-
-/// One column of many rows.
-type Column<T> = Vec<T>;
 
 impl OneStatement {
     pub(super) fn new(claims: PgPool) -> Self {
@@ -147,18 +144,18 @@ impl OneStatement {
         ingests: &[(&StoredRequest, &[i64])],
         finishes: Vec<(&ClaimedDelivery, AttemptOutcome)>,
     ) -> Result<(Vec<u32>, Vec<Option<AttemptRecord>>), StoreError> {
-        let mut outcome_ids: Column<String> = Vec::with_capacity(finishes.len());
-        let mut outcome_states: Column<&str> = Vec::with_capacity(finishes.len());
-        let mut outcome_next: Column<Option<i64>> = Vec::with_capacity(finishes.len());
-        let mut outcome_at: Column<i64> = Vec::with_capacity(finishes.len());
-        let mut outcome_leases: Column<String> = Vec::with_capacity(finishes.len());
+        let mut outcome_ids: Vec<&str> = Vec::with_capacity(finishes.len());
+        let mut outcome_states: Vec<&str> = Vec::with_capacity(finishes.len());
+        let mut outcome_next: Vec<Option<i64>> = Vec::with_capacity(finishes.len());
+        let mut outcome_at: Vec<i64> = Vec::with_capacity(finishes.len());
+        let mut outcome_leases: Vec<&str> = Vec::with_capacity(finishes.len());
         let mut records = Vec::with_capacity(finishes.len());
         for (claimed, outcome) in finishes {
-            outcome_ids.push(claimed.delivery_id.clone());
+            outcome_ids.push(&claimed.delivery_id);
             outcome_states.push(delivery_state_of(outcome.state));
             outcome_next.push(outcome.next_run_at);
             outcome_at.push(outcome.finished_at);
-            outcome_leases.push(claimed.lease_token.clone());
+            outcome_leases.push(&claimed.lease_token);
             records.push(attempt_record(claimed, outcome));
         }
         let attempts = AttemptColumns::of(&records);
@@ -230,77 +227,56 @@ async fn assemble(
     let mut loaded = HashMap::new();
     for row in taken {
         rows.push((
-            row.try_get(0)?,
-            row.try_get(1)?,
-            row.try_get(2)?,
-            row.try_get(3)?,
+            row.try_get("delivery_id")?,
+            row.try_get("claimed_request")?,
+            row.try_get("target_id")?,
+            row.try_get("attempt")?,
         ));
-        let id: Option<String> = row.try_get(4)?;
-        if let Some(id) = id
-            && !loaded.contains_key(&id)
-        {
-            let request = StoredRequest::try_from(RequestRow {
-                id,
-                source_id: row.try_get(5)?,
-                source_name: row.try_get(6)?,
-                method: row.try_get(7)?,
-                path: row.try_get(8)?,
-                query: row.try_get(9)?,
-                headers: row.try_get(10)?,
-                body: row.try_get(11)?,
-                remote_addr: row.try_get(12)?,
-                created_at: row.try_get(13)?,
-                resent_from: row.try_get(14)?,
-            })?;
+        let id: Option<String> = row.try_get("id")?;
+        if id.is_some_and(|id| !loaded.contains_key(&id)) {
+            let request = StoredRequest::try_from(RequestRow::from_row(row)?)?;
             loaded.insert(request.id.clone(), request);
         }
     }
     load_targets(&mut *conn, &rows, targets).await?;
     let (claimed, gone) = assemble_claims(rows, lease_token, fresh, loaded, targets);
-    for delivery_id in gone {
-        sqlx::query(q::CANCEL_CLAIMED)
-            .bind(now)
-            .bind(&delivery_id)
-            .bind(lease_token)
-            .execute(&mut *conn)
-            .await?;
-    }
+    cancel_claimed_in(&mut *conn, &gone, lease_token, now).await?;
     Ok(claimed)
 }
 
 /// Attempt rows, column by column.
 #[derive(Default)]
-struct AttemptColumns {
-    id: Column<String>,
-    delivery_id: Column<String>,
-    request_id: Column<String>,
-    source_id: Column<i64>,
-    target_id: Column<i64>,
-    url: Column<String>,
-    attempt: Column<i64>,
-    state: Column<&'static str>,
-    status_code: Column<Option<i64>>,
-    headers: Column<Option<String>>,
-    body: Column<Option<Vec<u8>>>,
-    truncated: Column<bool>,
-    error_kind: Column<Option<String>>,
-    error_message: Column<Option<String>>,
-    elapsed_us: Column<i64>,
-    created_at: Column<i64>,
-    next_run_at: Column<Option<i64>>,
+struct AttemptColumns<'a> {
+    id: Vec<&'a str>,
+    delivery_id: Vec<&'a str>,
+    request_id: Vec<&'a str>,
+    source_id: Vec<i64>,
+    target_id: Vec<i64>,
+    url: Vec<&'a str>,
+    attempt: Vec<i64>,
+    state: Vec<&'static str>,
+    status_code: Vec<Option<i64>>,
+    headers: Vec<Option<String>>,
+    body: Vec<Option<Vec<u8>>>,
+    truncated: Vec<bool>,
+    error_kind: Vec<Option<String>>,
+    error_message: Vec<Option<String>>,
+    elapsed_us: Vec<i64>,
+    created_at: Vec<i64>,
+    next_run_at: Vec<Option<i64>>,
 }
 
-impl AttemptColumns {
-    fn of(records: &[AttemptRecord]) -> Self {
+impl<'a> AttemptColumns<'a> {
+    fn of(records: &'a [AttemptRecord]) -> Self {
         let mut columns = AttemptColumns::default();
         for record in records {
             let (status, headers, body, truncated, kind, message) = attempt_columns(record);
-            columns.id.push(record.id.clone());
-            columns.delivery_id.push(record.delivery_id.clone());
-            columns.request_id.push(record.request_id.clone());
+            columns.id.push(&record.id);
+            columns.delivery_id.push(&record.delivery_id);
+            columns.request_id.push(&record.request_id);
             columns.source_id.push(record.source_id);
             columns.target_id.push(record.target_id);
-            columns.url.push(record.url.clone());
+            columns.url.push(&record.url);
             columns.attempt.push(i64::from(record.attempt));
             columns.state.push(record.state.as_str());
             columns.status_code.push(status);
@@ -322,20 +298,20 @@ impl AttemptColumns {
 /// Webhooks and their deliveries, column by column.
 #[derive(Default)]
 struct RequestColumns<'a> {
-    id: Column<&'a str>,
-    source_id: Column<i64>,
-    method: Column<&'a str>,
-    path: Column<&'a str>,
-    query: Column<&'a str>,
-    headers: Column<String>,
-    body: Column<&'a [u8]>,
-    remote_addr: Column<&'a str>,
-    created_at: Column<i64>,
-    resent_from: Column<Option<&'a str>>,
-    delivery_id: Column<String>,
-    delivery_request: Column<&'a str>,
-    delivery_target: Column<i64>,
-    delivery_at: Column<i64>,
+    id: Vec<&'a str>,
+    source_id: Vec<i64>,
+    method: Vec<&'a str>,
+    path: Vec<&'a str>,
+    query: Vec<&'a str>,
+    headers: Vec<String>,
+    body: Vec<&'a [u8]>,
+    remote_addr: Vec<&'a str>,
+    created_at: Vec<i64>,
+    resent_from: Vec<Option<&'a str>>,
+    delivery_id: Vec<String>,
+    delivery_request: Vec<&'a str>,
+    delivery_target: Vec<i64>,
+    delivery_at: Vec<i64>,
 }
 
 impl<'a> RequestColumns<'a> {

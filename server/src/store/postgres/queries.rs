@@ -146,16 +146,18 @@ macro_rules! claim_update {
 /// index again for every row taken.
 pub const CLAIM_DUE: &str = concat!(open_targets!(), claim_update!());
 /// CLAIM_DUE, and the requests it took deliveries of, in one statement:
-/// each row is a delivery (id, request id, target id, attempt) and its
-/// request's columns, NULL for the requests in $5 (in memory already) and
-/// for those that are gone.
+/// each row is a delivery (`delivery_id`, `claimed_request`, `target_id`,
+/// `attempt`) and its request's columns as `RequestRow` reads them, all
+/// NULL for the requests in $5 (in memory already) and for those that are
+/// gone.
 pub const CLAIM_DUE_WITH_REQUESTS: &str = concat!(
     "WITH claimed AS (",
     open_targets!(),
     claim_update!(),
     ") \
-    SELECT c.id, c.request_id, c.target_id, c.attempt, r.id, r.source_id, s.name, r.method, \
-        r.path, r.query, r.headers, r.body, r.remote_addr, r.created_at, r.resent_from \
+    SELECT c.id AS delivery_id, c.request_id AS claimed_request, c.target_id, c.attempt, r.id, \
+        r.source_id, s.name AS source_name, r.method, r.path, r.query, r.headers, r.body, \
+        r.remote_addr, r.created_at, r.resent_from \
     FROM claimed c \
     LEFT JOIN requests r ON r.id = c.request_id AND NOT (c.request_id = ANY($5)) \
     LEFT JOIN sources s ON s.id = r.source_id"

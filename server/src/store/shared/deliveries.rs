@@ -302,15 +302,27 @@ pub(super) async fn claim_in(
     let loaded = requests_in(&mut *conn, &missing_requests(&rows, fresh)).await?;
     load_targets(&mut *conn, &rows, targets).await?;
     let (claimed, gone) = assemble_claims(rows, &lease_token, fresh, loaded, targets);
+    cancel_claimed_in(&mut *conn, &gone, &lease_token, now).await?;
+    Ok((claimed, taken))
+}
+
+/// Cancels the claimed deliveries in `gone` (their request or target is
+/// gone), fenced on the claim's lease.
+pub(super) async fn cancel_claimed_in(
+    conn: &mut DbConn,
+    gone: &[String],
+    lease_token: &str,
+    now: Micros,
+) -> Result<(), StoreError> {
     for delivery_id in gone {
         sqlx::query(q::CANCEL_CLAIMED)
             .bind(now)
-            .bind(&delivery_id)
-            .bind(&lease_token)
+            .bind(delivery_id)
+            .bind(lease_token)
             .execute(&mut *conn)
             .await?;
     }
-    Ok((claimed, taken))
+    Ok(())
 }
 
 /// Returns the deliveries whose lease has expired by `now` to pending.
