@@ -379,6 +379,30 @@ mod tests {
         store.close().await;
     }
 
+    /// `delivery list --state in_flight` and `--state failed` read their
+    /// state's partial index: with the state bound as a parameter, the
+    /// planner walked the primary key backwards through every delivery.
+    #[tokio::test]
+    async fn deliveries_in_flight_or_failed_are_listed_through_their_index() {
+        let ((), store) = test_store().await;
+        fill_deliveries(&store, "'delivered', 0", 2000).await;
+        for (head, index) in [
+            (queries::SELECT_IN_FLIGHT_DELIVERIES, "deliveries_in_flight"),
+            (queries::SELECT_FAILED_DELIVERIES, "deliveries_failed"),
+        ] {
+            let plan: Vec<String> =
+                sqlx::query_scalar(&format!("EXPLAIN {head}{}$1", queries::FEW_DELIVERIES_TAIL))
+                    .bind(10_i64)
+                    .fetch_all(&store.reader)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+            let plan = plan.join("\n");
+            assert!(plan.contains(index), "{plan}");
+            assert!(!plan.contains("deliveries_pkey"), "{plan}");
+        }
+        store.close().await;
+    }
+
     #[tokio::test]
     async fn deliveries_are_vacuumed_early() {
         let ((), store) = test_store().await;

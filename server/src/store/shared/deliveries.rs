@@ -144,6 +144,22 @@ impl Store {
         filter: &DeliveryFilter,
         limit: u32,
     ) -> Result<Vec<DeliverySummary>, StoreError> {
+        let few = match filter.state.as_deref() {
+            Some("in_flight") => Some(q::SELECT_IN_FLIGHT_DELIVERIES),
+            Some("failed") => Some(q::SELECT_FAILED_DELIVERIES),
+            _ => None,
+        };
+        if let Some(head) = few {
+            let mut query = QueryBuilder::<Db>::new(head);
+            if let Some(target_id) = filter.target_id {
+                query.push(q::FEW_DELIVERIES_OF_TARGET).push_bind(target_id);
+            }
+            query
+                .push(q::FEW_DELIVERIES_TAIL)
+                .push_bind(i64::from(limit));
+            let rows: Vec<DeliveryRow> = query.build_query_as().fetch_all(&self.reader).await?;
+            return Ok(rows.into_iter().map(DeliverySummary::from).collect());
+        }
         let mut query = QueryBuilder::<Db>::new(q::SELECT_DELIVERIES);
         match filter.state.as_deref() {
             None => {}
@@ -913,6 +929,68 @@ mod tests {
             assert!(matches!(result, Err(StoreError::LeaseLost)), "{result:?}");
         }
         tx.rollback().await.unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// `delivery list --state in_flight` and `--state failed`, with or
+    /// without a target, read their own state's index (see
+    /// SELECT_IN_FLIGHT_DELIVERIES) and answer as the other states do:
+    /// that state's deliveries only, newest first, up to the limit.
+    #[tokio::test]
+    async fn deliveries_in_flight_or_failed_are_listed_newest_first() {
+        let (_dir, store) =
+            store_with_targets(&[(RetryPolicy::None, 8), (RetryPolicy::None, 8)]).await;
+        for _ in 0..4 {
+            assert_eq!(store.ingest(&Arc::new(request())).await.ok(), Some(2));
+        }
+        let all = store
+            .list_deliveries(&DeliveryFilter::default(), 100)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(all.len(), 8);
+        // Newest first: the three newest in flight, the next three failed.
+        for (i, delivery) in all.iter().enumerate() {
+            let state = match i {
+                0..3 => "in_flight",
+                3..6 => "failed",
+                _ => "delivered",
+            };
+            sqlx::query("UPDATE deliveries SET state = $1 WHERE id = $2")
+                .bind(state)
+                .bind(&delivery.id)
+                .execute(&store.writer)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let listed = |state: &'static str, target_id: Option<i64>, limit: u32| {
+            let store = store.clone();
+            async move {
+                let filter = DeliveryFilter {
+                    state: Some(state.to_owned()),
+                    target_id,
+                };
+                let found = store
+                    .list_deliveries(&filter, limit)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                assert!(found.iter().all(|d| d.state == state), "{found:?}");
+                found.into_iter().map(|d| d.id).collect::<Vec<_>>()
+            }
+        };
+        let ids = |range: std::ops::Range<usize>| -> Vec<String> {
+            all[range].iter().map(|d| d.id.clone()).collect()
+        };
+        assert_eq!(listed("in_flight", None, 10).await, ids(0..3));
+        assert_eq!(listed("in_flight", None, 2).await, ids(0..2));
+        assert_eq!(listed("failed", None, 10).await, ids(3..6));
+        let target = all[3].target_id;
+        let of_target: Vec<String> = all[3..6]
+            .iter()
+            .filter(|d| d.target_id == target)
+            .map(|d| d.id.clone())
+            .collect();
+        assert!(!of_target.is_empty());
+        assert_eq!(listed("failed", Some(target), 10).await, of_target);
+        assert_eq!(listed("delivered", None, 10).await, ids(6..8));
     }
 
     /// A webhook whose id is already stored fails alone, whichever batch

@@ -292,6 +292,34 @@ mod tests {
         store.close().await;
     }
 
+    /// `delivery list --state in_flight` and `--state failed` read their
+    /// state's partial index, not the whole table in id order.
+    #[tokio::test]
+    async fn deliveries_in_flight_or_failed_are_listed_through_their_index() {
+        let (_dir, store) = test_store().await;
+        for (head, index) in [
+            (queries::SELECT_IN_FLIGHT_DELIVERIES, "deliveries_in_flight"),
+            (queries::SELECT_FAILED_DELIVERIES, "deliveries_failed"),
+        ] {
+            let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(&format!(
+                "EXPLAIN QUERY PLAN {head}{}?",
+                queries::FEW_DELIVERIES_TAIL
+            ))
+            .bind(10_i64)
+            .fetch_all(&store.reader)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+            let plan: Vec<&str> = plan.iter().map(|row| row.3.as_str()).collect();
+            assert!(
+                plan.iter()
+                    .any(|step| step.contains(&format!("USING INDEX {index}"))),
+                "{plan:?}"
+            );
+            assert!(!plan.contains(&"SCAN d"), "{plan:?}");
+        }
+        store.close().await;
+    }
+
     /// A store made by the migrations before 0007 keeps its requests when
     /// the table moves to rowids.
     #[tokio::test]
