@@ -144,41 +144,38 @@ impl Store {
         filter: &DeliveryFilter,
         limit: u32,
     ) -> Result<Vec<DeliverySummary>, StoreError> {
+        // In flight and failed: few rows, each state with its own index
+        // (see SELECT_IN_FLIGHT_DELIVERIES).
         let few = match filter.state.as_deref() {
             Some("in_flight") => Some(q::SELECT_IN_FLIGHT_DELIVERIES),
             Some("failed") => Some(q::SELECT_FAILED_DELIVERIES),
             _ => None,
         };
-        if let Some(head) = few {
-            let mut query = QueryBuilder::<Db>::new(head);
+        let mut query = QueryBuilder::<Db>::new(few.unwrap_or(q::SELECT_DELIVERIES));
+        if few.is_some() {
             if let Some(target_id) = filter.target_id {
                 query.push(q::FEW_DELIVERIES_OF_TARGET).push_bind(target_id);
             }
-            query
-                .push(q::FEW_DELIVERIES_TAIL)
-                .push_bind(i64::from(limit));
-            let rows: Vec<DeliveryRow> = query.build_query_as().fetch_all(&self.reader).await?;
-            return Ok(rows.into_iter().map(DeliverySummary::from).collect());
-        }
-        let mut query = QueryBuilder::<Db>::new(q::SELECT_DELIVERIES);
-        match filter.state.as_deref() {
-            None => {}
-            Some("retrying") => {
-                query.push(" AND d.state = 'pending' AND d.attempt > 0");
+            query.push(q::FEW_DELIVERIES_TAIL);
+        } else {
+            match filter.state.as_deref() {
+                None => {}
+                Some("retrying") => {
+                    query.push(" AND d.state = 'pending' AND d.attempt > 0");
+                }
+                Some("pending") => {
+                    query.push(" AND d.state = 'pending' AND d.attempt = 0");
+                }
+                Some(state) => {
+                    query.push(" AND d.state = ").push_bind(state.to_owned());
+                }
             }
-            Some("pending") => {
-                query.push(" AND d.state = 'pending' AND d.attempt = 0");
+            if let Some(target_id) = filter.target_id {
+                query.push(" AND d.target_id = ").push_bind(target_id);
             }
-            Some(state) => {
-                query.push(" AND d.state = ").push_bind(state.to_owned());
-            }
+            query.push(" ORDER BY d.id DESC LIMIT ");
         }
-        if let Some(target_id) = filter.target_id {
-            query.push(" AND d.target_id = ").push_bind(target_id);
-        }
-        query
-            .push(" ORDER BY d.id DESC LIMIT ")
-            .push_bind(i64::from(limit));
+        query.push_bind(i64::from(limit));
         let rows: Vec<DeliveryRow> = query.build_query_as().fetch_all(&self.reader).await?;
         Ok(rows.into_iter().map(DeliverySummary::from).collect())
     }
