@@ -386,16 +386,26 @@ mod tests {
     async fn deliveries_in_flight_or_failed_are_listed_through_their_index() {
         let ((), store) = test_store().await;
         fill_deliveries(&store, "'delivered', 0", 2000).await;
-        for (head, index) in [
-            (queries::SELECT_IN_FLIGHT_DELIVERIES, "deliveries_in_flight"),
-            (queries::SELECT_FAILED_DELIVERIES, "deliveries_failed"),
+        let in_flight = format!(
+            "{}{}$1",
+            queries::SELECT_IN_FLIGHT_DELIVERIES,
+            queries::IN_FLIGHT_TAIL
+        );
+        let failed = format!(
+            "{}{}{}$1",
+            queries::SELECT_DELIVERIES,
+            queries::FAILED_ONLY,
+            queries::NEWEST_FIRST
+        );
+        for (sql, index) in [
+            (in_flight, "deliveries_in_flight"),
+            (failed, "deliveries_failed_by_id"),
         ] {
-            let plan: Vec<String> =
-                sqlx::query_scalar(&format!("EXPLAIN {head}{}$1", queries::FEW_DELIVERIES_TAIL))
-                    .bind(10_i64)
-                    .fetch_all(&store.reader)
-                    .await
-                    .unwrap_or_else(|e| panic!("{e}"));
+            let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {sql}"))
+                .bind(10_i64)
+                .fetch_all(&store.reader)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
             let plan = plan.join("\n");
             assert!(plan.contains(index), "{plan}");
             assert!(!plan.contains("deliveries_pkey"), "{plan}");

@@ -220,24 +220,26 @@ pub const INSERT_ATTEMPTS_HEAD: &str = "INSERT INTO attempts \
 pub const SELECT_DELIVERIES: &str = "SELECT d.id, d.request_id, d.target_id, t.name AS target_name, \
     d.state, d.attempt, d.next_run_at, d.created_at, d.updated_at \
     FROM deliveries d LEFT JOIN targets t ON t.id = d.target_id WHERE 1 = 1";
-/// Deliveries in flight, or failed, newest first: states that hold few
-/// rows of a long history, each with a partial index. SELECT_DELIVERIES
-/// binds the state, which no partial index matches, and the planner walked
-/// the primary key backwards to find them (21-29 ms at 200,000
-/// deliveries, growing with the history). These name the state in a
-/// subquery that `OFFSET 0` keeps apart, so that it reads the state's rows
-/// through its index, and the few rows are sorted. An optional
-/// FEW_DELIVERIES_OF_TARGET and its id follow, then FEW_DELIVERIES_TAIL
-/// and the limit.
+/// Deliveries in flight, newest first: a state that holds few rows of a
+/// long history (at most the attempts running), with a partial index.
+/// SELECT_DELIVERIES binds the state, which no partial index matches, and
+/// the planner walked the primary key backwards to find them (21-29 ms at
+/// 200,000 deliveries, growing with the history). This names the state in
+/// a subquery that `OFFSET 0` keeps apart, so that it reads the rows in
+/// flight through their index, and sorts them. An optional
+/// IN_FLIGHT_OF_TARGET and its id follow, then IN_FLIGHT_TAIL and the
+/// limit.
 pub const SELECT_IN_FLIGHT_DELIVERIES: &str = "SELECT d.id, d.request_id, d.target_id, \
     t.name AS target_name, d.state, d.attempt, d.next_run_at, d.created_at, d.updated_at \
     FROM (SELECT * FROM deliveries WHERE state = 'in_flight'";
-pub const SELECT_FAILED_DELIVERIES: &str = "SELECT d.id, d.request_id, d.target_id, \
-    t.name AS target_name, d.state, d.attempt, d.next_run_at, d.created_at, d.updated_at \
-    FROM (SELECT * FROM deliveries WHERE state = 'failed'";
-pub const FEW_DELIVERIES_OF_TARGET: &str = " AND target_id = ";
-pub const FEW_DELIVERIES_TAIL: &str =
+pub const IN_FLIGHT_OF_TARGET: &str = " AND target_id = ";
+pub const IN_FLIGHT_TAIL: &str =
     " OFFSET 0) d LEFT JOIN targets t ON t.id = d.target_id ORDER BY d.id DESC LIMIT ";
+/// SELECT_DELIVERIES' filter for failed deliveries: the state named, not
+/// bound, so that `deliveries_failed_by_id` (migration 0004) serves it.
+pub const FAILED_ONLY: &str = " AND d.state = 'failed'";
+/// SELECT_DELIVERIES' order and limit (the limit follows).
+pub const NEWEST_FIRST: &str = " ORDER BY d.id DESC LIMIT ";
 pub const SELECT_DELIVERY: &str = "SELECT d.id, d.request_id, d.target_id, t.name AS target_name, \
     d.state, d.attempt, d.next_run_at, d.created_at, d.updated_at \
     FROM deliveries d LEFT JOIN targets t ON t.id = d.target_id WHERE d.id = $1";

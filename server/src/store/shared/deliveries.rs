@@ -144,19 +144,20 @@ impl Store {
         filter: &DeliveryFilter,
         limit: u32,
     ) -> Result<Vec<DeliverySummary>, StoreError> {
-        // In flight and failed: few rows, each state with its own index
-        // (see SELECT_IN_FLIGHT_DELIVERIES).
-        let few = match filter.state.as_deref() {
-            Some("in_flight") => Some(q::SELECT_IN_FLIGHT_DELIVERIES),
-            Some("failed") => Some(q::SELECT_FAILED_DELIVERIES),
-            _ => None,
+        // In flight: few rows, read through their own index (see
+        // SELECT_IN_FLIGHT_DELIVERIES).
+        let in_flight = filter.state.as_deref() == Some("in_flight");
+        let head = if in_flight {
+            q::SELECT_IN_FLIGHT_DELIVERIES
+        } else {
+            q::SELECT_DELIVERIES
         };
-        let mut query = QueryBuilder::<Db>::new(few.unwrap_or(q::SELECT_DELIVERIES));
-        if few.is_some() {
+        let mut query = QueryBuilder::<Db>::new(head);
+        if in_flight {
             if let Some(target_id) = filter.target_id {
-                query.push(q::FEW_DELIVERIES_OF_TARGET).push_bind(target_id);
+                query.push(q::IN_FLIGHT_OF_TARGET).push_bind(target_id);
             }
-            query.push(q::FEW_DELIVERIES_TAIL);
+            query.push(q::IN_FLIGHT_TAIL);
         } else {
             match filter.state.as_deref() {
                 None => {}
@@ -166,6 +167,9 @@ impl Store {
                 Some("pending") => {
                     query.push(" AND d.state = 'pending' AND d.attempt = 0");
                 }
+                Some("failed") => {
+                    query.push(q::FAILED_ONLY);
+                }
                 Some(state) => {
                     query.push(" AND d.state = ").push_bind(state.to_owned());
                 }
@@ -173,7 +177,7 @@ impl Store {
             if let Some(target_id) = filter.target_id {
                 query.push(" AND d.target_id = ").push_bind(target_id);
             }
-            query.push(" ORDER BY d.id DESC LIMIT ");
+            query.push(q::NEWEST_FIRST);
         }
         query.push_bind(i64::from(limit));
         let rows: Vec<DeliveryRow> = query.build_query_as().fetch_all(&self.reader).await?;
@@ -930,7 +934,7 @@ mod tests {
 
     /// `delivery list --state in_flight` and `--state failed`, with or
     /// without a target, read their own state's index (see
-    /// SELECT_IN_FLIGHT_DELIVERIES) and answer as the other states do:
+    /// SELECT_IN_FLIGHT_DELIVERIES and FAILED_ONLY) and answer as the other states do:
     /// that state's deliveries only, newest first, up to the limit.
     #[tokio::test]
     async fn deliveries_in_flight_or_failed_are_listed_newest_first() {

@@ -307,12 +307,22 @@ mod tests {
     #[tokio::test]
     async fn deliveries_in_flight_or_failed_are_listed_through_their_index() {
         let (_dir, store) = test_store().await;
-        for (head, index) in [
-            (queries::SELECT_IN_FLIGHT_DELIVERIES, "deliveries_in_flight"),
-            (queries::SELECT_FAILED_DELIVERIES, "deliveries_failed"),
+        let in_flight = format!(
+            "{}{}10",
+            queries::SELECT_IN_FLIGHT_DELIVERIES,
+            queries::IN_FLIGHT_TAIL
+        );
+        let failed = format!(
+            "{}{}{}10",
+            queries::SELECT_DELIVERIES,
+            queries::FAILED_ONLY,
+            queries::NEWEST_FIRST
+        );
+        for (sql, index) in [
+            (in_flight, "deliveries_in_flight"),
+            (failed, "deliveries_failed_by_id"),
         ] {
-            let tail = queries::FEW_DELIVERIES_TAIL;
-            let plan = query_plan(&store, &format!("{head}{tail}10"), &[]).await;
+            let plan = query_plan(&store, &sql, &[]).await;
             assert!(
                 plan.iter()
                     .any(|step| step.contains(&format!("USING INDEX {index}"))),

@@ -220,22 +220,25 @@ pub const INSERT_ATTEMPTS_HEAD: &str = "INSERT OR FAIL INTO attempts \
 pub const SELECT_DELIVERIES: &str = "SELECT d.id, d.request_id, d.target_id, t.name AS target_name, \
     d.state, d.attempt, d.next_run_at, d.created_at, d.updated_at \
     FROM deliveries d LEFT JOIN targets t ON t.id = d.target_id WHERE 1 = 1";
-/// Deliveries in flight, or failed, newest first: states that hold few
-/// rows of a long history, each with a partial index. SELECT_DELIVERIES
-/// binds the state, which no partial index matches, and walked the whole
-/// table newest first to find them (12 ms at 200,000 deliveries, growing
-/// with the history). These name the state, and `+d.id` keeps the planner
-/// from reading the table in id order: the state's rows are read through
-/// its index and sorted. An optional FEW_DELIVERIES_OF_TARGET and its id
-/// follow, then FEW_DELIVERIES_TAIL and the limit.
+/// Deliveries in flight, newest first: a state that holds few rows of a
+/// long history (at most the attempts running), with a partial index.
+/// SELECT_DELIVERIES binds the state, which no partial index matches, and
+/// walked the whole table newest first to find them (12 ms at 200,000
+/// deliveries, growing with the history). This names the state, and `+d.id`
+/// keeps the planner from reading the table in id order: the rows in
+/// flight are read through their index and sorted. An optional
+/// IN_FLIGHT_OF_TARGET and its id follow, then IN_FLIGHT_TAIL and the
+/// limit.
 pub const SELECT_IN_FLIGHT_DELIVERIES: &str = "SELECT d.id, d.request_id, d.target_id, \
     t.name AS target_name, d.state, d.attempt, d.next_run_at, d.created_at, d.updated_at \
     FROM deliveries d LEFT JOIN targets t ON t.id = d.target_id WHERE d.state = 'in_flight'";
-pub const SELECT_FAILED_DELIVERIES: &str = "SELECT d.id, d.request_id, d.target_id, \
-    t.name AS target_name, d.state, d.attempt, d.next_run_at, d.created_at, d.updated_at \
-    FROM deliveries d LEFT JOIN targets t ON t.id = d.target_id WHERE d.state = 'failed'";
-pub const FEW_DELIVERIES_OF_TARGET: &str = " AND d.target_id = ";
-pub const FEW_DELIVERIES_TAIL: &str = " ORDER BY +d.id DESC LIMIT ";
+pub const IN_FLIGHT_OF_TARGET: &str = " AND d.target_id = ";
+pub const IN_FLIGHT_TAIL: &str = " ORDER BY +d.id DESC LIMIT ";
+/// SELECT_DELIVERIES' filter for failed deliveries: the state named, not
+/// bound, so that `deliveries_failed_by_id` (migration 0010) serves it.
+pub const FAILED_ONLY: &str = " AND d.state = 'failed'";
+/// SELECT_DELIVERIES' order and limit (the limit follows).
+pub const NEWEST_FIRST: &str = " ORDER BY d.id DESC LIMIT ";
 pub const SELECT_DELIVERY: &str = "SELECT d.id, d.request_id, d.target_id, t.name AS target_name, \
     d.state, d.attempt, d.next_run_at, d.created_at, d.updated_at \
     FROM deliveries d LEFT JOIN targets t ON t.id = d.target_id WHERE d.id = ?";
