@@ -386,17 +386,8 @@ mod tests {
     async fn deliveries_in_flight_or_failed_are_listed_through_their_index() {
         let ((), store) = test_store().await;
         fill_deliveries(&store, "'delivered', 0", 2000).await;
-        let in_flight = format!(
-            "{}{}$1",
-            queries::SELECT_IN_FLIGHT_DELIVERIES,
-            queries::IN_FLIGHT_TAIL
-        );
-        let failed = format!(
-            "{}{}{}$1",
-            queries::SELECT_DELIVERIES,
-            queries::FAILED_ONLY,
-            queries::NEWEST_FIRST
-        );
+        let list = deliveries::delivery_list_sql_of_state;
+        let (in_flight, failed) = (list("in_flight"), list("failed"));
         for (sql, index) in [
             (in_flight, "deliveries_in_flight"),
             (failed, "deliveries_failed_by_id"),

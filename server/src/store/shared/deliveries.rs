@@ -144,42 +144,7 @@ impl Store {
         filter: &DeliveryFilter,
         limit: u32,
     ) -> Result<Vec<DeliverySummary>, StoreError> {
-        // In flight: few rows, read through their own index (see
-        // SELECT_IN_FLIGHT_DELIVERIES).
-        let in_flight = filter.state.as_deref() == Some("in_flight");
-        let head = if in_flight {
-            q::SELECT_IN_FLIGHT_DELIVERIES
-        } else {
-            q::SELECT_DELIVERIES
-        };
-        let mut query = QueryBuilder::<Db>::new(head);
-        if in_flight {
-            if let Some(target_id) = filter.target_id {
-                query.push(q::IN_FLIGHT_OF_TARGET).push_bind(target_id);
-            }
-            query.push(q::IN_FLIGHT_TAIL);
-        } else {
-            match filter.state.as_deref() {
-                None => {}
-                Some("retrying") => {
-                    query.push(" AND d.state = 'pending' AND d.attempt > 0");
-                }
-                Some("pending") => {
-                    query.push(" AND d.state = 'pending' AND d.attempt = 0");
-                }
-                Some("failed") => {
-                    query.push(q::FAILED_ONLY);
-                }
-                Some(state) => {
-                    query.push(" AND d.state = ").push_bind(state.to_owned());
-                }
-            }
-            if let Some(target_id) = filter.target_id {
-                query.push(" AND d.target_id = ").push_bind(target_id);
-            }
-            query.push(q::NEWEST_FIRST);
-        }
-        query.push_bind(i64::from(limit));
+        let mut query = delivery_list_query(filter, limit);
         let rows: Vec<DeliveryRow> = query.build_query_as().fetch_all(&self.reader).await?;
         Ok(rows.into_iter().map(DeliverySummary::from).collect())
     }
@@ -321,6 +286,57 @@ pub(super) async fn claim_in(
     let (claimed, gone) = assemble_claims(rows, &lease_token, fresh, loaded, targets);
     cancel_claimed_in(&mut *conn, &gone, &lease_token, now).await?;
     Ok((claimed, taken))
+}
+
+/// The query of `Store::list_deliveries`. Deliveries in flight, few rows
+/// of a long history, are read through their own index (see
+/// SELECT_IN_FLIGHT_DELIVERIES); failed ones through theirs (FAILED_ONLY).
+pub(super) fn delivery_list_query(
+    filter: &DeliveryFilter,
+    limit: u32,
+) -> QueryBuilder<'static, Db> {
+    let mut query;
+    if filter.state.as_deref() == Some("in_flight") {
+        query = QueryBuilder::<Db>::new(q::SELECT_IN_FLIGHT_DELIVERIES);
+        if let Some(target_id) = filter.target_id {
+            query.push(q::IN_FLIGHT_OF_TARGET).push_bind(target_id);
+        }
+        query.push(q::IN_FLIGHT_TAIL);
+    } else {
+        query = QueryBuilder::<Db>::new(q::SELECT_DELIVERIES);
+        match filter.state.as_deref() {
+            None => {}
+            Some("retrying") => {
+                query.push(" AND d.state = 'pending' AND d.attempt > 0");
+            }
+            Some("pending") => {
+                query.push(" AND d.state = 'pending' AND d.attempt = 0");
+            }
+            Some("failed") => {
+                query.push(q::FAILED_ONLY);
+            }
+            Some(state) => {
+                query.push(" AND d.state = ").push_bind(state.to_owned());
+            }
+        }
+        if let Some(target_id) = filter.target_id {
+            query.push(" AND d.target_id = ").push_bind(target_id);
+        }
+        query.push(q::NEWEST_FIRST);
+    }
+    query.push_bind(i64::from(limit));
+    query
+}
+
+/// The text of `delivery_list_query` for one state, no target, and a limit
+/// (its one parameter): for plan tests.
+#[cfg(test)]
+pub(super) fn delivery_list_sql_of_state(state: &str) -> String {
+    let filter = DeliveryFilter {
+        state: Some(state.to_owned()),
+        target_id: None,
+    };
+    delivery_list_query(&filter, 10).sql().to_owned()
 }
 
 /// Cancels the claimed deliveries in `gone` (their request or target is

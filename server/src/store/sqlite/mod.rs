@@ -307,22 +307,14 @@ mod tests {
     #[tokio::test]
     async fn deliveries_in_flight_or_failed_are_listed_through_their_index() {
         let (_dir, store) = test_store().await;
-        let in_flight = format!(
-            "{}{}10",
-            queries::SELECT_IN_FLIGHT_DELIVERIES,
-            queries::IN_FLIGHT_TAIL
-        );
-        let failed = format!(
-            "{}{}{}10",
-            queries::SELECT_DELIVERIES,
-            queries::FAILED_ONLY,
-            queries::NEWEST_FIRST
-        );
+        let list = deliveries::delivery_list_sql_of_state;
+        let (in_flight, failed) = (list("in_flight"), list("failed"));
         for (sql, index) in [
             (in_flight, "deliveries_in_flight"),
             (failed, "deliveries_failed_by_id"),
         ] {
-            let plan = query_plan(&store, &sql, &[]).await;
+            // The limit is the query's one parameter.
+            let plan = query_plan(&store, &sql, &["10"]).await;
             assert!(
                 plan.iter()
                     .any(|step| step.contains(&format!("USING INDEX {index}"))),
