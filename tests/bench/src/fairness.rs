@@ -83,10 +83,10 @@ pub async fn run(load: Load) -> anyhow::Result<bool> {
     let (healthy_url, healthy_user, healthy_pass) = gateway.add_source("healthy").await?;
     let (hole_url, hole_user, hole_pass) = gateway.add_source("black-hole").await?;
     gateway
-        .add_target("healthy", &format!("http://{sink_addr}/hook"), 1)
+        .add_target("healthy", &format!("http://{sink_addr}/hook"), 1, None)
         .await?;
     gateway
-        .add_target("black hole", &format!("http://{hole}/hook"), 2)
+        .add_target("black hole", &format!("http://{hole}/hook"), 2, None)
         .await?;
     let client = reqwest::Client::new();
     let expected = (load.rate * load.seconds) as usize;

@@ -182,8 +182,15 @@ impl Gateway {
         ))
     }
 
-    /// Creates an unsigned plain-http target routed to one source.
-    pub async fn add_target(&self, name: &str, url: &str, source_id: i64) -> anyhow::Result<i64> {
+    /// Creates an unsigned plain-http target routed to one source, with
+    /// at most `max_in_flight` attempts at once (None: the default, 64).
+    pub async fn add_target(
+        &self,
+        name: &str,
+        url: &str,
+        source_id: i64,
+        max_in_flight: Option<u32>,
+    ) -> anyhow::Result<i64> {
         let target = self
             .targets()
             .create_target(pb::CreateTargetRequest {
@@ -192,6 +199,7 @@ impl Gateway {
                 allow_plain_http: true,
                 no_auth: true,
                 source_ids: vec![source_id],
+                max_in_flight,
                 ..Default::default()
             })
             .await?

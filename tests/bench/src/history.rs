@@ -101,7 +101,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     gateway.add_source("history").await?;
     let load = endpoint(gateway.add_source("load").await?);
     gateway
-        .add_target("history", "http://127.0.0.1:9/hook", 1)
+        .add_target("history", "http://127.0.0.1:9/hook", 1, None)
         .await?;
     let dir = gateway.stop().await;
     let started = Instant::now();

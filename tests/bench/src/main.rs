@@ -58,6 +58,12 @@ enum Scenario {
         /// Runs; figures are medians.
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Attempts at once to the sink target. Its default, 256, is the
+        /// gateway's own (`--delivery-concurrency`): with one target there
+        /// is no other to keep slots for, and a target's default of 64
+        /// bounds deliveries at 64 per round trip through the gateway.
+        #[arg(long, default_value_t = 256)]
+        max_in_flight: u32,
     },
     /// Start-up time on an existing store, until both listeners accept.
     Startup {
@@ -130,18 +136,21 @@ fn main() -> ExitCode {
                 connections,
                 seconds,
                 runs,
+                max_in_flight,
             } => {
                 let plan = if cli.smoke {
                     ingest::Plan {
                         connections: 8,
                         seconds: 1,
                         runs: 1,
+                        max_in_flight,
                     }
                 } else {
                     ingest::Plan {
                         connections,
                         seconds,
                         runs,
+                        max_in_flight,
                     }
                 };
                 ingest::run(plan).await
