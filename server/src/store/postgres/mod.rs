@@ -388,9 +388,11 @@ mod tests {
         fill_deliveries(&store, "'delivered', 0", 2000).await;
         let list = deliveries::delivery_list_sql_of_state;
         let (in_flight, failed) = (list("in_flight"), list("failed"));
+        // With no failed delivery either partial index of failed ones will
+        // do; which one serves many is checked below.
         for (sql, index) in [
             (in_flight, "deliveries_in_flight"),
-            (failed, "deliveries_failed_by_id"),
+            (failed, "deliveries_failed"),
         ] {
             let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {sql}"))
                 .bind(10_i64)
@@ -400,6 +402,52 @@ mod tests {
             let plan = plan.join("\n");
             assert!(plan.contains(index), "{plan}");
             assert!(!plan.contains("deliveries_pkey"), "{plan}");
+        }
+        store.close().await;
+    }
+
+    /// `delivery list --state failed --target-id ID` reads that target's
+    /// failed deliveries through their own index, for a target with none
+    /// as for one with many; `deliveries_failed_by_id` would walk every
+    /// other target's failures first.
+    #[tokio::test]
+    async fn one_targets_failed_deliveries_are_listed_through_their_index() {
+        let ((), store) = test_store().await;
+        // A target with 3,000 failed deliveries, then a second with none.
+        fill_deliveries(&store, "'failed', 0", 3000).await;
+        sqlx::query("INSERT INTO targets (name, url, retry_kind, retry_interval_ms, max_attempts, timeout_ms, created_at) \
+             VALUES ('u', 'http://127.0.0.1:9/', 'exponential', 1000, 5, 1000, 0)")
+            .execute(&store.batches)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        sqlx::query("ANALYZE deliveries")
+            .execute(&store.batches)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let targets: Vec<i64> = sqlx::query_scalar("SELECT id FROM targets ORDER BY id")
+            .fetch_all(&store.reader)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // All failed deliveries, newest first: in the order of their index.
+        let sql = deliveries::delivery_list_sql_of_state("failed");
+        let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {sql}"))
+            .bind(10_i64)
+            .fetch_all(&store.reader)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let plan = plan.join("\n");
+        assert!(plan.contains("deliveries_failed_by_id"), "{plan}");
+        assert!(!plan.contains("Sort"), "{plan}");
+        let sql = deliveries::delivery_list_sql_of_target("failed");
+        for target in targets {
+            let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {sql}"))
+                .bind(target)
+                .bind(10_i64)
+                .fetch_all(&store.reader)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let plan = plan.join("\n");
+            assert!(plan.contains("deliveries_failed_of_target"), "{plan}");
         }
         store.close().await;
     }

@@ -325,6 +325,28 @@ mod tests {
         store.close().await;
     }
 
+    /// One target's failed deliveries, newest first, come through the
+    /// target's index in its order: it holds the id after the target and
+    /// state (as every index of a table without rowid holds the key), so
+    /// nothing is sorted and no other target's failures are walked.
+    #[tokio::test]
+    async fn one_targets_failed_deliveries_are_listed_in_the_order_of_its_index() {
+        let (_dir, store) = test_store().await;
+        let sql = deliveries::delivery_list_sql_of_target("failed");
+        let plan = query_plan(&store, &sql, &["1", "10"]).await;
+        assert!(
+            plan.iter()
+                .any(|step| step
+                    .contains("USING INDEX deliveries_by_target (target_id=? AND state=?)")),
+            "{plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|step| step.contains("TEMP B-TREE")),
+            "{plan:?}"
+        );
+        store.close().await;
+    }
+
     /// A store made by the migrations before 0007 keeps its requests when
     /// the table moves to rowids.
     #[tokio::test]
