@@ -826,6 +826,66 @@ mod tests {
         }
     }
 
+    /// A batch that fails as a whole is written again one write at a time,
+    /// with no claim; the webhooks of it that went in are claimed by the
+    /// writer's next batch, made for that if nothing else is waiting,
+    /// rather than left for the worker's next look at the store.
+    #[tokio::test]
+    async fn a_batch_written_one_by_one_has_its_deliveries_claimed_after_it() {
+        use crate::store::dispatch;
+        let (_dir, store) = store_with_targets(&[(RetryPolicy::None, 8)]).await;
+        let (handle, mut feed) = dispatch::channel(&new_record_id(), 8);
+        store
+            .dispatch_to(Some(std::sync::Arc::new(handle)))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let stored = Arc::new(request());
+        assert_eq!(store.ingest(&stored).await.ok(), Some(1));
+        assert_eq!(handed_over(&mut feed).await.deliveries.len(), 1);
+
+        // The writer's connection held: the next webhook's batch waits for
+        // it, and two more queue behind, one of them a request id stored
+        // already, which fails their batch as a whole.
+        let held = store
+            .group_writers_pool()
+            .acquire()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let ingest = |request: Arc<StoredRequest>| {
+            let store = store.clone();
+            tokio::spawn(async move { store.ingest(&request).await })
+        };
+        let (first, again, other) = (Arc::new(request()), stored, Arc::new(request()));
+        let first_done = ingest(Arc::clone(&first));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let again_done = ingest(again);
+        let other_done = ingest(Arc::clone(&other));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(held);
+        let outcome = |done: tokio::task::JoinHandle<Result<u32, StoreError>>| async move {
+            done.await.unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert_eq!(outcome(first_done).await.ok(), Some(1));
+        assert!(
+            outcome(again_done).await.is_err(),
+            "a request id stored already"
+        );
+        assert_eq!(outcome(other_done).await.ok(), Some(1));
+
+        // No worker looks at the store here: only claims hand over.
+        let mut claimed = Vec::new();
+        while claimed.len() < 2 {
+            claimed.extend(handed_over(&mut feed).await.deliveries);
+        }
+        let mut ids: Vec<&str> = claimed.iter().map(|d| d.request.id.as_str()).collect();
+        ids.sort_unstable();
+        let mut expected = vec![first.id.as_str(), other.id.as_str()];
+        expected.sort_unstable();
+        assert_eq!(ids, expected);
+        assert!(nothing_more(&mut feed).await);
+        store.close().await;
+    }
+
     #[tokio::test]
     async fn commits_hand_due_deliveries_to_the_worker_as_far_as_it_has_slots() {
         use crate::store::dispatch;

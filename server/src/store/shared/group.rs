@@ -3,8 +3,9 @@
 //! transaction, claims in the same transaction the due deliveries the
 //! delivery worker has slots for (see `store::dispatch`), commits once (one
 //! fsync), and only then answers each caller and hands the claims over.
-//! If anything in the batch fails, each write is retried on its own (and
-//! nothing is claimed). The writer keeps its connection from one batch to
+//! If anything in the batch fails, each write is retried on its own, with
+//! no claim; the next batch claims for those that went in, a batch made for
+//! that alone if no write is waiting. The writer keeps its connection from one batch to
 //! the next while writes keep coming. A backend may give the writer a
 //! connection of its own (`Direct`, SQLite's) for the batches that hold
 //! only webhooks, simple outcomes and probes; the pool's connection is then
@@ -270,7 +271,17 @@ async fn run(
         {
             claim_pending(one, &mut dispatcher, writer.pending.take()).await;
         }
-        if receiver.recv_many(&mut batch, MAX_BATCH).await == 0 {
+        if dispatcher.claim_owed {
+            // The claim a batch written one by one could not make, with
+            // whatever else is waiting.
+            dispatcher.claim_owed = false;
+            batch.push(Write::Kick);
+            while batch.len() < MAX_BATCH
+                && let Ok(write) = receiver.try_recv()
+            {
+                batch.push(write);
+            }
+        } else if receiver.recv_many(&mut batch, MAX_BATCH).await == 0 {
             break;
         }
         dispatcher.take_changes(&mut batch);
@@ -321,6 +332,10 @@ struct Dispatcher {
     catalog: super::routing::Generation,
     /// After a claim failed: no claims until then.
     paused_until: Option<std::time::Instant>,
+    /// A batch was written one by one, with no claim, and some of its
+    /// webhooks or outcomes went in: the next batch claims, even a batch
+    /// of nothing else.
+    claim_owed: bool,
 }
 
 impl Dispatcher {
@@ -866,11 +881,12 @@ fn settle(
 }
 
 /// Every write of a batch that failed as a whole, each in a transaction of
-/// its own on `conn`, without claims. Returns the first failure.
+/// its own on `conn`, without claims: if a webhook or an outcome went in,
+/// the claim is owed to the next batch. Returns the first failure.
 async fn one_by_one(
     conn: &mut DbConn,
     batch: Vec<Write>,
-    dispatcher: &Dispatcher,
+    dispatcher: &mut Dispatcher,
 ) -> Result<(), StoreError> {
     let mut first_failure = Ok(());
     let mut writes = batch.into_iter();
@@ -886,6 +902,13 @@ async fn one_by_one(
             && handle.owns(&claimed.lease_token)
         {
             handle.slots.release(1);
+        }
+        if result.is_ok()
+            && dispatcher.handle.is_some()
+            && matches!(write, Write::Ingest { .. } | Write::Finish { .. })
+            && may_have_work(std::slice::from_ref(&write))
+        {
+            dispatcher.claim_owed = true;
         }
         if let (Err(e), Ok(())) = (&result, &first_failure) {
             first_failure = Err(StoreError::Unavailable(sqlx::Error::Protocol(

@@ -260,6 +260,15 @@ async fn test_store() -> (TestKeep, Store) {
     (dir, store)
 }
 
+/// The pool whose one connection the group writer writes on: a test that
+/// holds it holds the writer's next batch back.
+#[cfg(test)]
+impl Store {
+    pub(super) fn group_writers_pool(&self) -> &DbPool {
+        &self.writer
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
