@@ -4,17 +4,18 @@
 //! delivery worker has slots for (see `store::dispatch`), commits once (one
 //! fsync), and only then answers each caller and hands the claims over.
 //! If anything in the batch fails, each write is retried on its own, with
-//! no claim; the next batch claims for those that went in, a batch made for
-//! that alone if no write is waiting. The writer keeps its connection from one batch to
-//! the next while writes keep coming. A backend may give the writer a
-//! connection of its own (`Direct`, SQLite's) for the batches that hold
-//! only webhooks, simple outcomes and probes; the pool's connection is then
-//! held all the same, so that nothing else writes at the same time. Or it
-//! may write the batches of webhooks and simple outcomes in one statement
-//! that commits by itself (`OneStatement`, PostgreSQL's, where every
-//! statement is a round trip): their writes are answered when it returns,
-//! and their claim is a statement of its own, made alongside the next such
-//! batch's (or alone, when no write is waiting).
+//! no claim; the next batch claims for those that went in, a batch made
+//! for that alone if no write is waiting. The writer keeps its connection
+//! from one batch to the next while writes keep coming. A backend may give
+//! the writer a connection of its own (`Direct`, SQLite's) for the batches
+//! that hold only webhooks, simple outcomes and probes; the pool's
+//! connection is then held all the same, so that nothing else writes at
+//! the same time. Or it may write the batches of webhooks and simple
+//! outcomes in one statement that commits by itself (`OneStatement`,
+//! PostgreSQL's, where every statement is a round trip): their writes are
+//! answered when it returns, and their claim is a statement of its own,
+//! made alongside the next such batch's (or alone, when no write is
+//! waiting).
 
 use std::time::Duration;
 
