@@ -292,14 +292,38 @@ impl Store {
 mod tests {
     use super::*;
 
-    /// A target, and `count` deliveries to it whose state and next run
-    /// are `state_and_next_run` (SQL over `n`, 1 to `count`).
-    async fn fill_deliveries(store: &Store, state_and_next_run: &str, count: i64) {
-        sqlx::query("INSERT INTO targets (name, url, retry_kind, retry_interval_ms, max_attempts, timeout_ms, created_at) \
-             VALUES ('t', 'http://127.0.0.1:9/', 'exponential', 1000, 5, 1000, 0)")
+    /// Runs a test's own statement on the writer's connection.
+    async fn execute(store: &Store, sql: &str) {
+        sqlx::query(sql)
             .execute(&store.batches)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// The plan of `sql` on a connection of `pool`, with integer
+    /// parameters `binds`: its lines, joined.
+    async fn query_plan(pool: &PgPool, sql: &str, binds: &[i64]) -> String {
+        let explain = format!("EXPLAIN {sql}");
+        let mut query = sqlx::query_scalar::<_, String>(&explain);
+        for bind in binds {
+            query = query.bind(*bind);
+        }
+        let plan = query
+            .fetch_all(pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        plan.join("\n")
+    }
+
+    /// A target of the tests' own.
+    const INSERT_TARGET: &str = "INSERT INTO targets \
+        (name, url, retry_kind, retry_interval_ms, max_attempts, timeout_ms, created_at) \
+        VALUES ('t', 'http://127.0.0.1:9/', 'exponential', 1000, 5, 1000, 0)";
+
+    /// A target, and `count` deliveries to it whose state and next run
+    /// are `state_and_next_run` (SQL over `n`, 1 to `count`).
+    async fn fill_deliveries(store: &Store, state_and_next_run: &str, count: i64) {
+        execute(store, INSERT_TARGET).await;
         sqlx::query(&format!(
             "INSERT INTO deliveries (id, request_id, target_id, state, next_run_at, created_at, updated_at) \
              SELECT 'd' || n, 'r' || n, (SELECT MIN(id) FROM targets), {state_and_next_run}, 0, 0 \
@@ -325,22 +349,19 @@ mod tests {
         assert_eq!(setting, "off");
         // A target, then deliveries that went through in flight.
         fill_deliveries(&store, "'in_flight', 0", 2000).await;
-        sqlx::query("UPDATE deliveries SET state = 'delivered' WHERE id <> 'd1'")
-            .execute(&store.batches)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        sqlx::query("ANALYZE deliveries")
-            .execute(&store.batches)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let plan: Vec<String> = sqlx::query_scalar(
-            "EXPLAIN SELECT target_id, COUNT(*) FROM deliveries \
-             WHERE state = 'in_flight' GROUP BY target_id",
+        execute(
+            &store,
+            "UPDATE deliveries SET state = 'delivered' WHERE id <> 'd1'",
         )
-        .fetch_all(&store.batches)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-        let plan = plan.join("\n");
+        .await;
+        execute(&store, "ANALYZE deliveries").await;
+        let plan = query_plan(
+            &store.batches,
+            "SELECT target_id, COUNT(*) FROM deliveries \
+             WHERE state = 'in_flight' GROUP BY target_id",
+            &[],
+        )
+        .await;
         assert!(plan.contains("deliveries_in_flight"), "{plan}");
         assert!(!plan.contains("Bitmap"), "{plan}");
         assert!(!plan.contains("Seq Scan"), "{plan}");
@@ -403,12 +424,7 @@ mod tests {
             (in_flight, "deliveries_in_flight"),
             (failed, "deliveries_failed"),
         ] {
-            let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {sql}"))
-                .bind(10_i64)
-                .fetch_all(&store.reader)
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            let plan = plan.join("\n");
+            let plan = query_plan(&store.reader, &sql, &[10]).await;
             assert!(plan.contains(index), "{plan}");
             assert!(!plan.contains("deliveries_pkey"), "{plan}");
         }
@@ -424,38 +440,20 @@ mod tests {
         let ((), store) = test_store().await;
         // A target with 3,000 failed deliveries, then a second with none.
         fill_deliveries(&store, "'failed', 0", 3000).await;
-        sqlx::query("INSERT INTO targets (name, url, retry_kind, retry_interval_ms, max_attempts, timeout_ms, created_at) \
-             VALUES ('u', 'http://127.0.0.1:9/', 'exponential', 1000, 5, 1000, 0)")
-            .execute(&store.batches)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        sqlx::query("ANALYZE deliveries")
-            .execute(&store.batches)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        execute(&store, INSERT_TARGET).await;
+        execute(&store, "ANALYZE deliveries").await;
         let targets: Vec<i64> = sqlx::query_scalar("SELECT id FROM targets ORDER BY id")
             .fetch_all(&store.reader)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         // All failed deliveries, newest first: in the order of their index.
         let sql = deliveries::delivery_list_sql_of_state("failed");
-        let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {sql}"))
-            .bind(10_i64)
-            .fetch_all(&store.reader)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let plan = plan.join("\n");
+        let plan = query_plan(&store.reader, &sql, &[10]).await;
         assert!(plan.contains("deliveries_failed_by_id"), "{plan}");
         assert!(!plan.contains("Sort"), "{plan}");
         let sql = deliveries::delivery_list_sql_of_target("failed");
         for target in targets {
-            let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {sql}"))
-                .bind(target)
-                .bind(10_i64)
-                .fetch_all(&store.reader)
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            let plan = plan.join("\n");
+            let plan = query_plan(&store.reader, &sql, &[target, 10]).await;
             assert!(plan.contains("deliveries_failed_of_target"), "{plan}");
         }
         store.close().await;
