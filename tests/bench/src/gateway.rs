@@ -84,6 +84,14 @@ impl Gateway {
         self._dir
     }
 
+    /// Kills the server and waits for it to be gone; hands back its
+    /// directory, so that the store is deleted when the caller chooses
+    /// (not while the next measurement runs).
+    pub async fn kill(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill().await;
+        self._dir
+    }
+
     /// Starts a gateway on the store in `dir`.
     pub async fn start_in(dir: tempfile::TempDir, env: &[(&str, &str)]) -> anyhow::Result<Gateway> {
         let mut command = Command::new(server_binary()?);

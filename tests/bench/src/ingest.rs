@@ -55,6 +55,11 @@ async fn gateway_endpoint(gateway: &Gateway, name: &str) -> anyhow::Result<Endpo
 async fn one_run(plan: Plan) -> anyhow::Result<Run> {
     let duration = Duration::from_secs(plan.seconds);
     let mut run = Run::default();
+    // The stores of the gateways done with, deleted at the end of the run,
+    // each gateway gone before the next measurement starts: no teardown
+    // (a process exiting, a store of hundreds of megabytes freed) overlaps
+    // a measurement.
+    let mut done_with = Vec::new();
 
     // The ceiling, first of two (see `ceiling`).
     let first = ceiling(plan).await?;
@@ -70,7 +75,7 @@ async fn one_run(plan: Plan) -> anyhow::Result<Run> {
     run.ingest_p50 = p(&mut out.latencies, 50.0);
     run.ingest_p99 = p(&mut out.latencies, 99.0);
     run.peak_rss_mb = gateway.memory().1 as f64 / 1e6;
-    drop(gateway);
+    done_with.push(gateway.kill().await);
 
     // Ingest plus delivery to one target: the rate at which both keep up.
     let gateway = Gateway::start(&[]).await?;
@@ -116,13 +121,14 @@ async fn one_run(plan: Plan) -> anyhow::Result<Run> {
     run.half_e2e_p99 = p(&mut e2e, 99.0);
     run.peak_rss_mb = run.peak_rss_mb.max(gateway.memory().1 as f64 / 1e6);
     drop(sink);
-    drop(gateway);
+    done_with.push(gateway.kill().await);
 
     // The ceiling again: the run's is the higher of the two.
     let last = ceiling(plan).await?;
     run.ceiling_first_rps = first.0;
     run.ceiling_last_rps = last.0;
     (run.ceiling_rps, run.ceiling_p99) = if first.0 >= last.0 { first } else { last };
+    drop(done_with);
     Ok(run)
 }
 
