@@ -185,7 +185,10 @@ async fn wait_for(sink: &Sink, n: usize, limit: Duration) -> Option<Duration> {
 }
 
 fn median(runs: &[Run], f: impl Fn(&Run) -> f64) -> f64 {
-    let mut values: Vec<f64> = runs.iter().map(f).collect();
+    median_of(runs.iter().map(f).collect())
+}
+
+fn median_of(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or_default()
 }
@@ -270,24 +273,16 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
         "%",
         None,
     );
-    let drained: Vec<Run> = runs
-        .iter()
-        .filter(|r| r.drain_rps.is_some())
-        .copied()
-        .collect();
-    if drained.is_empty() {
+    let drains: Vec<f64> = runs.iter().filter_map(|r| r.drain_rps).collect();
+    if drains.is_empty() {
         println!("|   deliveries/s after the load stopped | less than 1% was left | - |");
     } else {
-        row(
-            &format!(
-                "  deliveries/s after the load stopped ({} of {} runs left 1% or more)",
-                drained.len(),
-                runs.len()
-            ),
-            median(&drained, |r| r.drain_rps.unwrap_or_default()),
-            "req/s",
-            None,
+        let name = format!(
+            "  deliveries/s after the load stopped ({} of {} runs left 1% or more)",
+            drains.len(),
+            runs.len()
         );
+        row(&name, median_of(drains), "req/s", None);
     }
     row(
         "at half that load: ack p50",

@@ -904,9 +904,10 @@ async fn one_by_one(
         {
             handle.slots.release(1);
         }
+        // A kick was only the claim: it owes none.
         if result.is_ok()
             && dispatcher.handle.is_some()
-            && matches!(write, Write::Ingest { .. } | Write::Finish { .. })
+            && !matches!(write, Write::Kick)
             && may_have_work(std::slice::from_ref(&write))
         {
             dispatcher.claim_owed = true;
