@@ -795,6 +795,21 @@ mod tests {
         assert_eq!(again[0].attempt, 1, "the given-back attempt did not count");
     }
 
+    /// Attaches a worker `worker_id` with `slots` slots: every commit from
+    /// here on claims for it. Returns its end of the hand-over.
+    async fn attach(
+        store: &Store,
+        worker_id: &str,
+        slots: usize,
+    ) -> crate::store::dispatch::DispatchFeed {
+        let (handle, feed) = crate::store::dispatch::channel(worker_id, slots);
+        store
+            .dispatch_to(Some(std::sync::Arc::new(handle)))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        feed
+    }
+
     /// The next hand-over that carries deliveries (within a second).
     async fn handed_over(
         feed: &mut crate::store::dispatch::DispatchFeed,
@@ -832,13 +847,8 @@ mod tests {
     /// rather than left for the worker's next look at the store.
     #[tokio::test]
     async fn a_batch_written_one_by_one_has_its_deliveries_claimed_after_it() {
-        use crate::store::dispatch;
         let (_dir, store) = store_with_targets(&[(RetryPolicy::None, 8)]).await;
-        let (handle, mut feed) = dispatch::channel(&new_record_id(), 8);
-        store
-            .dispatch_to(Some(std::sync::Arc::new(handle)))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let mut feed = attach(&store, &new_record_id(), 8).await;
         let stored = Arc::new(request());
         assert_eq!(store.ingest(&stored).await.ok(), Some(1));
         assert_eq!(handed_over(&mut feed).await.deliveries.len(), 1);
@@ -888,14 +898,9 @@ mod tests {
 
     #[tokio::test]
     async fn commits_hand_due_deliveries_to_the_worker_as_far_as_it_has_slots() {
-        use crate::store::dispatch;
         let (_dir, store) = store_with_targets(&[(RetryPolicy::None, 8)]).await;
         let worker = new_record_id();
-        let (handle, mut feed) = dispatch::channel(&worker, 2);
-        store
-            .dispatch_to(Some(std::sync::Arc::new(handle)))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let mut feed = attach(&store, &worker, 2).await;
 
         // Each webhook's commit claims its delivery while a slot is free,
         // with the body from memory; the third stays pending.
@@ -1140,13 +1145,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_claim_never_fails_the_webhooks_of_its_batch() {
-        use crate::store::dispatch;
         let (_dir, store) = store_with_targets(&[(RetryPolicy::None, 8)]).await;
-        let (handle, mut feed) = dispatch::channel(&new_record_id(), 4);
-        store
-            .dispatch_to(Some(std::sync::Arc::new(handle)))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let mut feed = attach(&store, &new_record_id(), 4).await;
         // Routing is read, the first delivery claimed.
         assert_eq!(store.ingest(&Arc::new(request())).await.ok(), Some(1));
         assert_eq!(handed_over(&mut feed).await.deliveries.len(), 1);
