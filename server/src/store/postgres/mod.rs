@@ -13,8 +13,9 @@ mod deliveries;
 mod group;
 #[path = "../shared/health.rs"]
 mod health;
-mod one_statement;
+#[macro_use]
 mod queries;
+mod one_statement;
 #[path = "../shared/requests.rs"]
 mod requests;
 #[path = "../shared/retention.rs"]
@@ -137,7 +138,7 @@ pub struct Store {
     reader: PgPool,
     /// The group writer's connection (see `open_with`).
     batches: PgPool,
-    /// The claims that follow the writer's plain batches.
+    /// The writer's claims made on their own (a batch of kicks only).
     claims: PgPool,
     group: group::GroupWriter,
     routing: routing::RoutingCache,
@@ -177,10 +178,10 @@ impl Store {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options.clone().options([("enable_bitmapscan", "off")]))
             .await?;
-        // The claims that follow the writer's plain batches (see
-        // `one_statement`): their commits need not wait for the disk.
-        // Taken for every claim: no ping first (a broken connection fails
-        // the claim, which pauses claims, and is replaced).
+        // The writer's claims made on their own (see `one_statement`):
+        // their commits need not wait for the disk. No ping first (a
+        // broken connection fails the claim, which pauses claims, and is
+        // replaced).
         let claims = PgPoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -456,6 +457,46 @@ mod tests {
             let plan = query_plan(&store.reader, &sql, &[target, 10]).await;
             assert!(plan.contains("deliveries_failed_of_target"), "{plan}");
         }
+        store.close().await;
+    }
+
+    /// A webhook's commit writes its delivery in flight when its target
+    /// and the worker have room, in the statement that stores the webhook:
+    /// the delivery's row is never written pending and then claimed (one
+    /// more row version, and its index entries).
+    #[tokio::test]
+    async fn a_webhooks_delivery_is_written_in_flight_by_the_commit_that_stores_it() {
+        let (_keep, store) =
+            test_fixtures::store_with_targets(&[(super::super::model::RetryPolicy::None, 8)]).await;
+        let (handle, mut feed) =
+            super::super::dispatch::channel(&super::super::model::new_record_id(), 4);
+        store
+            .dispatch_to(Some(std::sync::Arc::new(handle)))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let webhook = std::sync::Arc::new(test_fixtures::request());
+        assert_eq!(store.ingest(&webhook).await.ok(), Some(1));
+        let handed = tokio::time::timeout(Duration::from_secs(1), feed.receiver.recv())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("the hand-over channel closed"));
+        assert_eq!(handed.deliveries.len(), 1);
+        let delivery = &handed.deliveries[0];
+        assert_eq!(delivery.request.id, webhook.id);
+        assert_eq!(delivery.attempt, 1);
+        // The row as its first version left it: in flight under the lease
+        // handed over, written by the transaction that wrote the webhook.
+        let (state, lease, same_transaction): (String, Option<String>, bool) = sqlx::query_as(
+            "SELECT d.state, d.lease_token, d.xmin::text = r.xmin::text \
+             FROM deliveries d JOIN requests r ON r.id = d.request_id WHERE d.id = $1",
+        )
+        .bind(&delivery.delivery_id)
+        .fetch_one(&store.reader)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(state, "in_flight");
+        assert_eq!(lease.as_deref(), Some(delivery.lease_token.as_str()));
+        assert!(same_transaction);
         store.close().await;
     }
 

@@ -96,43 +96,85 @@ pub const SELECT_ATTEMPT_LOG: &str = "SELECT a.*, t.name AS target_name FROM att
 pub const EXPIRE_LEASES: &str = "UPDATE deliveries \
     SET state = 'pending', lease_token = NULL, lease_expires_at = NULL, updated_at = $1 \
     WHERE state = 'in_flight' AND lease_expires_at <= $1";
-/// Targets that may get attempts now, with their free in-flight slots: not
-/// disabled, breaker closed (or half-open: one probe), not among the ids to
-/// skip ($4: rate-limited right now), and not at their in-flight cap.
+/// Targets that may get attempts now, with their free in-flight slots and
+/// their timeout: not disabled, breaker closed (or half-open: one probe),
+/// not among the ids to skip (`$skip`: rate-limited right now), and not at
+/// their in-flight cap. `$with` opens the list of CTEs (`WITH`) or goes on
+/// with one (`,`); `$now` is the time; `$in_flight`, if given, counts the
+/// deliveries in flight by target (`target_id`, `n`) in place of a plain
+/// count.
 macro_rules! open_targets {
-    () => {
-        "WITH in_flight AS ( \
-            SELECT target_id, COUNT(*) AS n FROM deliveries \
-            WHERE state = 'in_flight' GROUP BY target_id), \
-        open_targets AS ( \
-            SELECT t.id, (CASE WHEN t.breaker_until IS NULL THEN t.max_in_flight ELSE 1 END) \
-                - COALESCE(f.n, 0) AS room \
-            FROM targets t LEFT JOIN in_flight f ON f.target_id = t.id \
-            WHERE t.disabled_reason IS NULL AND (t.breaker_until IS NULL OR t.breaker_until <= $2) \
-              AND NOT (t.id = ANY($4))) "
+    ($with:literal, $now:literal, $skip:literal) => {
+        open_targets!(
+            $with,
+            $now,
+            $skip,
+            "SELECT target_id, COUNT(*) AS n FROM deliveries \
+            WHERE state = 'in_flight' GROUP BY target_id"
+        )
+    };
+    ($with:literal, $now:literal, $skip:literal, $in_flight:literal) => {
+        concat!(
+            $with,
+            " in_flight AS (",
+            $in_flight,
+            "), \
+            open_targets AS ( \
+                SELECT t.id, t.timeout_ms, \
+                    (CASE WHEN t.breaker_until IS NULL THEN t.max_in_flight ELSE 1 END) \
+                    - COALESCE(f.n, 0) AS room \
+                FROM targets t LEFT JOIN in_flight f ON f.target_id = t.id \
+                WHERE t.disabled_reason IS NULL \
+                  AND (t.breaker_until IS NULL OR t.breaker_until <= ",
+            $now,
+            ") AND NOT (t.id = ANY(",
+            $skip,
+            "))) "
+        )
     };
 }
 
-/// The claim's update (see CLAIM_DUE), after `open_targets!()`, without
-/// its RETURNING.
-macro_rules! claim_update {
-    () => {
-        ", due AS ( \
-            SELECT x.ctid AS row_id, x.next_run_at FROM open_targets o \
-            CROSS JOIN LATERAL ( \
-                SELECT d.ctid, d.next_run_at FROM deliveries d \
-                WHERE d.target_id = o.id AND d.state = 'pending' AND d.next_run_at <= $2 \
-                ORDER BY d.next_run_at LIMIT LEAST(o.room, $3) \
-                FOR UPDATE SKIP LOCKED) x \
-            WHERE o.room > 0) \
-        UPDATE deliveries \
-        SET state = 'in_flight', attempt = deliveries.attempt + 1, lease_token = $1, \
-            updated_at = $2, lease_expires_at = $2 + 30000000 + 1000 * COALESCE( \
+/// The due deliveries a claim takes (see CLAIM_DUE), after
+/// `open_targets!()`: at most `$limit`, and at most each open target's
+/// room, locked, by their row address.
+macro_rules! claim_due {
+    ($now:literal, $limit:literal) => {
+        concat!(
+            ", due AS ( \
+                SELECT x.ctid AS row_id, x.next_run_at FROM open_targets o \
+                CROSS JOIN LATERAL ( \
+                    SELECT d.ctid, d.next_run_at FROM deliveries d \
+                    WHERE d.target_id = o.id AND d.state = 'pending' AND d.next_run_at <= ",
+            $now,
+            " ORDER BY d.next_run_at LIMIT LEAST(o.room, ",
+            $limit,
+            ") FOR UPDATE SKIP LOCKED) x \
+                WHERE o.room > 0) "
+        )
+    };
+}
+
+/// The claim's update of the rows `claim_due!()` locked, under the lease
+/// `$lease`, returning what it took.
+macro_rules! claim_set {
+    ($lease:literal, $now:literal, $limit:literal) => {
+        concat!(
+            "UPDATE deliveries \
+            SET state = 'in_flight', attempt = deliveries.attempt + 1, lease_token = ",
+            $lease,
+            ", updated_at = ",
+            $now,
+            ", lease_expires_at = ",
+            $now,
+            " + 30000000 + 1000 * COALESCE( \
                 (SELECT timeout_ms FROM targets t WHERE t.id = deliveries.target_id), 30000) \
-        FROM (SELECT row_id FROM due ORDER BY next_run_at LIMIT $3) AS chosen \
-        WHERE deliveries.ctid = chosen.row_id AND deliveries.state = 'pending' \
-        RETURNING deliveries.id, deliveries.request_id, deliveries.target_id, \
-            deliveries.attempt"
+            FROM (SELECT row_id FROM due ORDER BY next_run_at LIMIT ",
+            $limit,
+            ") AS chosen \
+            WHERE deliveries.ctid = chosen.row_id AND deliveries.state = 'pending' \
+            RETURNING deliveries.id, deliveries.request_id, deliveries.target_id, \
+                deliveries.attempt"
+        )
     };
 }
 
@@ -144,7 +186,11 @@ macro_rules! claim_update {
 /// it locked by their address (`ctid`, fixed while the lock is held): joined
 /// on the id, a planner without statistics on the table walked the pending
 /// index again for every row taken.
-pub const CLAIM_DUE: &str = concat!(open_targets!(), claim_update!());
+pub const CLAIM_DUE: &str = concat!(
+    open_targets!("WITH", "$2", "$4"),
+    claim_due!("$2", "$3"),
+    claim_set!("$1", "$2", "$3")
+);
 /// CLAIM_DUE, and the requests it took deliveries of, in one statement:
 /// each row is a delivery (`delivery_id`, `claimed_request`, `target_id`,
 /// `attempt`) and its request's columns as `RequestRow` reads them, all
@@ -152,8 +198,9 @@ pub const CLAIM_DUE: &str = concat!(open_targets!(), claim_update!());
 /// gone.
 pub const CLAIM_DUE_WITH_REQUESTS: &str = concat!(
     "WITH claimed AS (",
-    open_targets!(),
-    claim_update!(),
+    open_targets!("WITH", "$2", "$4"),
+    claim_due!("$2", "$3"),
+    claim_set!("$1", "$2", "$3"),
     ") \
     SELECT c.id AS delivery_id, c.request_id AS claimed_request, c.target_id, c.attempt, r.id, \
         r.source_id, s.name AS source_name, r.method, r.path, r.query, r.headers, r.body, \
@@ -173,7 +220,7 @@ pub const CLAIMED: Option<&str> = None;
 /// target with a free slot, or the end of a breaker's cool-down. $2 is now
 /// and $4 the ids to skip, as in the claim; $1 and $3 are not used.
 pub const NEXT_DUE_AT: &str = concat!(
-    open_targets!(),
+    open_targets!("WITH", "$2", "$4"),
     "SELECT MIN(due) FROM ( \
         SELECT (SELECT MIN(d.next_run_at) FROM deliveries d \
                 WHERE d.target_id = o.id AND d.state = 'pending') AS due \

@@ -1183,4 +1183,52 @@ mod tests {
             claimed += handed_over(&mut feed).await.deliveries.len();
         }
     }
+
+    /// The ids of the requests of `deliveries`, in order.
+    fn request_ids(deliveries: &[ClaimedDelivery]) -> Vec<&str> {
+        deliveries.iter().map(|d| d.request.id.as_str()).collect()
+    }
+
+    /// Deliveries that have waited go out before a commit's own: with
+    /// room for two at their target, a webhook's commit claims the two
+    /// oldest pending deliveries and leaves its own pending; as room comes
+    /// back, the rest go out oldest first.
+    #[tokio::test]
+    async fn deliveries_that_waited_go_out_before_a_commits_own() {
+        let (_dir, store) = store_with_targets(&[(RetryPolicy::None, 2)]).await;
+        // No free slot: every delivery stays pending.
+        let mut feed = attach(&store, &new_record_id(), 0).await;
+        let mut waited = Vec::new();
+        for _ in 0..3 {
+            let webhook = Arc::new(request());
+            assert_eq!(store.ingest(&webhook).await.ok(), Some(1));
+            waited.push(webhook);
+        }
+        assert!(nothing_more(&mut feed).await);
+
+        feed.slots.release(8);
+        let own = Arc::new(request());
+        assert_eq!(store.ingest(&own).await.ok(), Some(1));
+        let first = handed_over(&mut feed).await.deliveries;
+        assert_eq!(
+            request_ids(&first),
+            [waited[0].id.as_str(), waited[1].id.as_str()]
+        );
+        assert!(nothing_more(&mut feed).await, "the target's room is two");
+
+        for delivery in &first {
+            let finished = store
+                .finish_attempt(delivery, delivered(now_micros()), Duration::from_secs(1))
+                .await;
+            assert!(matches!(finished, Ok(Some(_))), "{finished:?}");
+        }
+        let mut rest = Vec::new();
+        while rest.len() < 2 {
+            rest.extend(handed_over(&mut feed).await.deliveries);
+        }
+        assert_eq!(request_ids(&rest), [waited[2].id.as_str(), own.id.as_str()]);
+        assert!(rest.iter().all(|d| d.attempt == 1));
+        assert!(nothing_more(&mut feed).await);
+        store.close().await;
+    }
 }

@@ -11,11 +11,8 @@
 //! that hold only webhooks, simple outcomes and probes; the pool's
 //! connection is then held all the same, so that nothing else writes at
 //! the same time. Or it may write the batches of webhooks and simple
-//! outcomes in one statement that commits by itself (`OneStatement`,
-//! PostgreSQL's, where every statement is a round trip): their writes are
-//! answered when it returns, and their claim is a statement of its own,
-//! made alongside the next such batch's (or alone, when no write is
-//! waiting).
+//! outcomes, with their claim, in one statement that commits by itself
+//! (`OneStatement`, PostgreSQL's, where every statement is a round trip).
 
 use std::time::Duration;
 
@@ -23,8 +20,8 @@ use super::{DbConn, DbPool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::deliveries::{
-    assemble_claims, claim_in, finish_in, finish_many_in, is_simple, load_targets,
-    missing_requests, new_lease_token,
+    assemble_claims, claim_in, expire_leases_in, finish_in, finish_many_in, is_simple,
+    load_targets, missing_requests, new_lease_token,
 };
 use super::requests::{ingest_in, ingest_many_in};
 use crate::store::StoreError;
@@ -133,7 +130,6 @@ impl GroupWriter {
             pool,
             direct,
             one,
-            pending: None,
             upkeep,
             held: None,
         };
@@ -247,8 +243,6 @@ struct Writer {
     direct: Option<super::Direct>,
     /// Plain batches in one statement (PostgreSQL).
     one: Option<super::OneStatement>,
-    /// The claim of the last batch written in one statement, not made yet.
-    pending: Option<PendingClaim>,
     upkeep: super::Upkeep,
     /// The pool's connection, while the writer keeps it, and since when.
     held: Option<(Held, std::time::Instant)>,
@@ -266,12 +260,6 @@ async fn run(
         ..Dispatcher::default()
     };
     loop {
-        // A claim left for the next batch is made now if none is waiting.
-        if receiver.is_empty()
-            && let Some(one) = writer.one.as_ref()
-        {
-            claim_pending(one, &mut dispatcher, writer.pending.take()).await;
-        }
         if dispatcher.claim_owed {
             // The claim a batch written one by one could not make, with
             // whatever else is waiting.
@@ -575,12 +563,10 @@ async fn commit_batch(
     {
         return commit_direct(direct, conn, batch, &writer.upkeep, dispatcher).await;
     }
-    if let Some(one) = writer.one.as_ref() {
-        if in_one_statement(&batch) {
-            return commit_one_statement(one, conn, batch, dispatcher, &mut writer.pending).await;
-        }
-        // The claim left by the batch before comes first.
-        claim_pending(one, dispatcher, writer.pending.take()).await;
+    if let Some(one) = writer.one.as_ref()
+        && in_one_statement(&batch)
+    {
+        return commit_one_statement(one, conn, batch, dispatcher).await;
     }
     if let Err(e) = begin(conn).await {
         return cannot_begin(batch, e);
@@ -676,61 +662,96 @@ fn in_one_statement(batch: &[Write]) -> bool {
 }
 
 /// A batch of webhooks and simple outcomes in one statement that commits
-/// by itself; every write is answered as soon as it returns. Its claim is
-/// left `pending`, to run alongside the next such batch's statement (on
-/// the backend's claims connection, see `OneStatement`), or on its own
-/// once no writes are waiting; the claim `pending` from the batch before
-/// runs alongside this one's. If the batch's statement fails, nothing of
-/// it was written: every write again one by one on `conn`.
+/// by itself, with its claim (see `OneStatement::write`); every write is
+/// answered as soon as it returns, and then the claim is handed over. A
+/// batch of kicks only is a claim on its own (`claim_on_its_own`). If the
+/// statement fails, nothing of it was written: every write again one by
+/// one on `conn`; if each of them then goes in, the claim was what failed,
+/// and claims pause.
 async fn commit_one_statement(
     one: &super::OneStatement,
     conn: &mut DbConn,
     batch: Vec<Write>,
     dispatcher: &mut Dispatcher,
-    pending: &mut Option<PendingClaim>,
 ) -> Result<(), StoreError> {
     let released = dispatcher.released(&batch);
-    let may_have_work = may_have_work(&batch);
-    // Writes, then answers, while the claim before runs beside them.
-    let write = async {
-        let mut ingests = Vec::new();
-        let mut finishes = Vec::new();
-        for write in &batch {
-            match write {
-                Write::Ingest {
-                    request, targets, ..
-                } => ingests.push((&**request, targets.as_slice())),
-                Write::Finish {
-                    claimed, outcome, ..
-                } => finishes.push((&**claimed, (**outcome).clone())),
-                Write::Probe { .. } | Write::Kick | Write::Dispatch { .. } => {}
-            }
+    let wanted = dispatcher.wanted(&batch, released);
+    let mut ingests = Vec::new();
+    let mut finishes = Vec::new();
+    for write in &batch {
+        match write {
+            Write::Ingest {
+                request, targets, ..
+            } => ingests.push((&**request, targets.as_slice())),
+            Write::Finish {
+                claimed, outcome, ..
+            } => finishes.push((&**claimed, (**outcome).clone())),
+            Write::Probe { .. } | Write::Kick | Write::Dispatch { .. } => {}
         }
-        let written = if ingests.is_empty() && finishes.is_empty() {
-            // A kick: nothing to write, only a claim to make.
-            Ok((Vec::new(), Vec::new()))
-        } else {
-            one.write(&mut *conn, &ingests, finishes).await
-        };
+    }
+    if ingests.is_empty() && finishes.is_empty() {
+        // Kicks: nothing to write, only a claim to make.
         drop(ingests);
-        match written {
-            Ok((created, records)) => Ok(answer_written(batch, created, records)),
-            Err(e) => Err((e, batch)),
-        }
-    };
-    let (written, ()) = tokio::join!(write, claim_pending(one, dispatcher, pending.take()));
-    let fresh = match written {
-        Ok(fresh) => fresh,
-        Err((e, batch)) => {
+        answer_written(batch, Vec::new(), Vec::new());
+        claim_on_its_own(one, dispatcher, wanted).await;
+        return Ok(());
+    }
+    let now = crate::store::model::now_micros();
+    let mut claim = dispatcher.claim_now(wanted, Fresh::new());
+    if let Some(c) = &claim
+        && c.expire
+        && let Err(e) = expire_leases_in(&mut *conn, now).await
+    {
+        pause_claims(dispatcher, &e);
+        claim = None;
+    }
+    let lease_token = claim.as_ref().map(|c| new_lease_token(&c.handle.worker_id));
+    let args = claim
+        .as_ref()
+        .zip(lease_token.as_deref())
+        .map(|(c, lease_token)| BatchClaim {
+            lease_token,
+            now,
+            limit: c.limit_u32(),
+            skip: &c.skip,
+        });
+    let written = one
+        .write(&mut *conn, &ingests, finishes, args.as_ref())
+        .await;
+    drop(ingests);
+    let (created, records, taken) = match written {
+        Ok(written) => written,
+        Err(e) => {
             tracing::warn!(error = %e, writes = batch.len(), "group commit failed; writing one by one");
-            return one_by_one(conn, batch, dispatcher).await;
+            let one_by_one = one_by_one(conn, batch, dispatcher).await;
+            if claim.is_some() && one_by_one.is_ok() {
+                pause_claims(dispatcher, &e);
+            }
+            return one_by_one;
         }
     };
+    let fresh = answer_written(batch, created, records);
     if let Some(handle) = &dispatcher.handle {
         handle.slots.release(released);
-        if may_have_work {
-            *pending = Some(PendingClaim { fresh });
+    }
+    let (Some(claim), Some(taken), Some(lease_token)) = (claim, taken, lease_token) else {
+        return Ok(());
+    };
+    let fresh: Fresh<'_> = fresh.iter().map(|r| (r.id.as_str(), r)).collect();
+    let count = taken.rows.len();
+    let targets = dispatcher.current_targets(false);
+    match one
+        .hand_over(&mut *conn, taken, &lease_token, &fresh, targets, now)
+        .await
+    {
+        Ok(deliveries) => {
+            claim.handle.slots.take(deliveries.len());
+            let dispatched = claim.dispatched(deliveries, count);
+            if !dispatched.deliveries.is_empty() || dispatched.exhausted {
+                claim.handle.hand_over(dispatched);
+            }
         }
+        Err(e) => pause_claims(dispatcher, &e),
     }
     Ok(())
 }
@@ -766,26 +787,30 @@ fn answer_written(
     fresh
 }
 
-/// The claim a batch written in one statement leaves for later: the
-/// requests it wrote, handed over from memory.
-struct PendingClaim {
-    fresh: Vec<std::sync::Arc<StoredRequest>>,
+/// The claim a batch written in one statement makes in that statement:
+/// under `lease_token` at `now`, at most `limit` deliveries, leaving the
+/// targets in `skip` alone.
+#[allow(dead_code, reason = "read by PostgreSQL's OneStatement only")]
+pub(super) struct BatchClaim<'a> {
+    pub(super) lease_token: &'a str,
+    pub(super) now: i64,
+    pub(super) limit: u32,
+    pub(super) skip: &'a [i64],
 }
 
-/// Makes the `pending` claim, if any, for as many deliveries as the
-/// worker has free slots now, and hands them over. A failed claim pauses
-/// claims (see `pause_claims`); the writes it followed are in already.
-async fn claim_pending(
-    one: &super::OneStatement,
-    dispatcher: &mut Dispatcher,
-    pending: Option<PendingClaim>,
-) {
-    let Some(PendingClaim { fresh }) = pending else {
-        return;
-    };
-    let wanted = dispatcher.wanted_now(true, 0);
-    let fresh = fresh.iter().map(|r| (r.id.as_str(), r)).collect();
-    let Some(claim) = dispatcher.claim_now(wanted, fresh) else {
+/// What the claim of a batch written in one statement took: its rows (the
+/// batch's own deliveries among them), and the requests it read.
+#[allow(dead_code, reason = "read by PostgreSQL's OneStatement only")]
+pub(super) struct Taken {
+    pub(super) rows: Vec<super::deliveries::ClaimRow>,
+    pub(super) loaded: std::collections::HashMap<String, StoredRequest>,
+}
+
+/// A claim for as many deliveries as `wanted`, made by itself (a batch
+/// of kicks only), and handed over. A failed claim pauses claims (see
+/// `pause_claims`).
+async fn claim_on_its_own(one: &super::OneStatement, dispatcher: &mut Dispatcher, wanted: usize) {
+    let Some(claim) = dispatcher.claim_now(wanted, Fresh::new()) else {
         return;
     };
     let claimed = one

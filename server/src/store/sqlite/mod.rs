@@ -74,7 +74,27 @@ impl OneStatement {
         _conn: &mut DbConn,
         _ingests: &[(&super::model::StoredRequest, &[i64])],
         _finishes: Vec<(&super::model::ClaimedDelivery, super::model::AttemptOutcome)>,
-    ) -> Result<(Vec<u32>, Vec<Option<super::model::AttemptRecord>>), StoreError> {
+        _claim: Option<&group::BatchClaim<'_>>,
+    ) -> Result<
+        (
+            Vec<u32>,
+            Vec<Option<super::model::AttemptRecord>>,
+            Option<group::Taken>,
+        ),
+        StoreError,
+    > {
+        match *self {}
+    }
+
+    async fn hand_over(
+        &self,
+        _conn: &mut DbConn,
+        _taken: group::Taken,
+        _lease_token: &str,
+        _fresh: &std::collections::HashMap<&str, &std::sync::Arc<super::model::StoredRequest>>,
+        _targets: &mut std::collections::HashMap<i64, std::sync::Arc<super::model::Target>>,
+        _now: i64,
+    ) -> Result<Vec<super::model::ClaimedDelivery>, StoreError> {
         match *self {}
     }
 }
