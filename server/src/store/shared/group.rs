@@ -723,11 +723,11 @@ async fn commit_one_statement(
         Ok(written) => written,
         Err(e) => {
             tracing::warn!(error = %e, writes = batch.len(), "group commit failed; writing one by one");
-            let one_by_one = one_by_one(conn, batch, dispatcher).await;
-            if claim.is_some() && one_by_one.is_ok() {
+            let rewritten = one_by_one(conn, batch, dispatcher).await;
+            if claim.is_some() && rewritten.is_ok() {
                 pause_claims(dispatcher, &e);
             }
-            return one_by_one;
+            return rewritten;
         }
     };
     let fresh = answer_written(batch, created, records);
