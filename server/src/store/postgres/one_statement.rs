@@ -207,9 +207,10 @@ impl OneStatement {
     }
 
     /// The deliveries a claim `taken` under `lease_token` at `now` made
-    /// ready to send (see `assemble`). If that fails, nothing is handed
-    /// over: the claim is given back now rather than when its lease
-    /// expires.
+    /// ready to send, with their requests (from `fresh` or read with them)
+    /// and targets; those whose request or target is gone are cancelled.
+    /// If that fails, nothing is handed over: the claim is given back now
+    /// rather than when its lease expires.
     pub(super) async fn hand_over(
         &self,
         conn: &mut DbConn,
@@ -219,7 +220,14 @@ impl OneStatement {
         targets: &mut HashMap<i64, Arc<Target>>,
         now: i64,
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
-        let assembled = assemble(&mut *conn, taken, lease_token, fresh, targets, now).await;
+        let assembled = async {
+            let Taken { rows, loaded } = taken;
+            load_targets(&mut *conn, &rows, targets).await?;
+            let (claimed, gone) = assemble_claims(rows, lease_token, fresh, loaded, targets);
+            cancel_claimed_in(&mut *conn, &gone, lease_token, now).await?;
+            Ok::<_, StoreError>(claimed)
+        }
+        .await;
         if assembled.is_err()
             && let Err(e) = sqlx::query(q::UNCLAIM_ALL)
                 .bind(now_micros())
@@ -359,24 +367,6 @@ fn rows_of(taken: &[sqlx::postgres::PgRow]) -> Result<Taken, StoreError> {
         }
     }
     Ok(Taken { rows, loaded })
-}
-
-/// The claimed deliveries of what a claim `taken`, with their requests
-/// (from `fresh` or read with them) and targets; those whose request or
-/// target is gone are cancelled.
-async fn assemble(
-    conn: &mut DbConn,
-    taken: Taken,
-    lease_token: &str,
-    fresh: &HashMap<&str, &Arc<StoredRequest>>,
-    targets: &mut HashMap<i64, Arc<Target>>,
-    now: i64,
-) -> Result<Vec<ClaimedDelivery>, StoreError> {
-    let Taken { rows, loaded } = taken;
-    load_targets(&mut *conn, &rows, targets).await?;
-    let (claimed, gone) = assemble_claims(rows, lease_token, fresh, loaded, targets);
-    cancel_claimed_in(&mut *conn, &gone, lease_token, now).await?;
-    Ok(claimed)
 }
 
 /// Attempt rows, column by column.
