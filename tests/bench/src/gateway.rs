@@ -158,6 +158,12 @@ impl Gateway {
         self.child.id().map(process_memory).unwrap_or_default()
     }
 
+    /// The processor time the server process has used so far, all its
+    /// threads (not a PostgreSQL server's own processes).
+    pub fn cpu_time(&self) -> Duration {
+        self.child.id().map(process_cpu_time).unwrap_or_default()
+    }
+
     pub fn sources(&self) -> pb::sources_client::SourcesClient<Authed> {
         pb::sources_client::SourcesClient::with_interceptor(
             self.channel.clone(),
@@ -274,6 +280,25 @@ pub async fn drop_bench_databases() -> anyhow::Result<()> {
     }
     admin.close().await?;
     Ok(())
+}
+
+/// User and system time of a process, all its threads, from /proc (in
+/// clock ticks of 1/100 s: Linux reports them in USER_HZ, which is 100).
+pub fn process_cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may
+    // hold spaces: state is the first, utime the 12th, stime the 13th.
+    let ticks: u64 = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|t| t.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 10)
 }
 
 /// (VmRSS, VmHWM) of a process, in bytes, from /proc.

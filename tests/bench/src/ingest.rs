@@ -41,6 +41,10 @@ struct Run {
     half_e2e_p99: f64,
     idle_rss_mb: f64,
     peak_rss_mb: f64,
+    /// The gateway's processor time per webhook acked with no targets,
+    /// and per webhook delivered (its ingest and its delivery), in us.
+    ingest_cpu_us: f64,
+    delivery_cpu_us: f64,
 }
 
 fn p(latencies: &mut [Duration], q: f64) -> f64 {
@@ -69,8 +73,10 @@ async fn one_run(plan: Plan) -> anyhow::Result<Run> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     run.idle_rss_mb = gateway.memory().0 as f64 / 1e6;
     let endpoint = gateway_endpoint(&gateway, "load").await?;
+    let cpu = gateway.cpu_time();
     let mut out = closed_loop(&endpoint, plan.connections, duration).await;
     check(&out, "ingest")?;
+    run.ingest_cpu_us = per_webhook(gateway.cpu_time() - cpu, out.acked);
     run.ingest_rps = out.rate();
     run.ingest_p50 = p(&mut out.latencies, 50.0);
     run.ingest_p99 = p(&mut out.latencies, 99.0);
@@ -90,6 +96,7 @@ async fn one_run(plan: Plan) -> anyhow::Result<Run> {
         )
         .await?;
     let started = Instant::now();
+    let cpu = gateway.cpu_time();
     let out = closed_loop(&endpoint, plan.connections, duration).await;
     check(&out, "ingest with delivery")?;
     run.delivery_rps = out.rate();
@@ -106,6 +113,7 @@ async fn one_run(plan: Plan) -> anyhow::Result<Run> {
         Some(_) => expected as f64 / started.elapsed().as_secs_f64().max(1e-9),
         None => 0.0,
     };
+    run.delivery_cpu_us = per_webhook(gateway.cpu_time() - cpu, out.acked);
     sink.take();
     run.peak_rss_mb = run.peak_rss_mb.max(gateway.memory().1 as f64 / 1e6);
 
@@ -130,6 +138,11 @@ async fn one_run(plan: Plan) -> anyhow::Result<Run> {
     (run.ceiling_rps, run.ceiling_p99) = if first.0 >= last.0 { first } else { last };
     drop(done_with);
     Ok(run)
+}
+
+/// Processor time per webhook, in us.
+fn per_webhook(cpu: Duration, webhooks: u64) -> f64 {
+    cpu.as_secs_f64() * 1e6 / webhooks.max(1) as f64
 }
 
 /// The load generator against a bare HTTP server for the plan's time:
@@ -313,6 +326,18 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
         "gateway RSS, peak under load",
         median(&runs, |r| r.peak_rss_mb),
         "MB",
+        None,
+    );
+    row(
+        "gateway processor time per webhook acked, no targets",
+        median(&runs, |r| r.ingest_cpu_us),
+        "us",
+        None,
+    );
+    row(
+        "gateway processor time per webhook acked and delivered",
+        median(&runs, |r| r.delivery_cpu_us),
+        "us",
         None,
     );
     Ok(())
