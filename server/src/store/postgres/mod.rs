@@ -77,7 +77,16 @@ impl Direct {
         &mut self,
         _request: &super::model::StoredRequest,
         _targets: &[i64],
-    ) -> Result<u32, StoreError> {
+        _send_now: Option<&mut group::SendNow>,
+    ) -> Result<(u32, Vec<deliveries::ClaimRow>), StoreError> {
+        match *self {}
+    }
+
+    fn room(
+        &mut self,
+        _skip: &[i64],
+        _now: i64,
+    ) -> Result<std::collections::HashMap<i64, i64>, StoreError> {
         match *self {}
     }
 

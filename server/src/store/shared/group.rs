@@ -623,16 +623,13 @@ async fn commit_direct(
     }
     let released = dispatcher.released(&batch);
     let wanted = dispatcher.wanted(&batch, released);
-    let applied = match batch
-        .iter()
-        .map(|write| apply_direct(direct, write))
-        .collect::<Result<Vec<_>, _>>()
-    {
-        Ok(applied) => claim_direct(direct, conn, dispatcher, &batch, wanted)
-            .await
-            .inspect_err(|e| pause_claims(dispatcher, e))
-            .map(|claimed| (applied, claimed)),
-        Err(e) => Err(e),
+    let applied = match write_direct(direct, conn, dispatcher, &batch, wanted).await {
+        Ok(applied) => Ok(applied),
+        Err(Failed::Claim(e)) => {
+            pause_claims(dispatcher, &e);
+            Err(e)
+        }
+        Err(Failed::Write(e)) => Err(e),
     };
     let ended = match applied {
         Ok(applied) => direct.end(true).map(|()| applied),
@@ -651,6 +648,146 @@ async fn commit_direct(
         Err(e) => {
             tracing::warn!(error = %e, writes = batch.len(), "group commit failed; writing one by one");
             one_by_one(conn, batch, dispatcher).await
+        }
+    }
+}
+
+/// What failed in a batch on the writer's own connection: one of its
+/// writes, or its claim (which pauses claims).
+enum Failed {
+    Write(StoreError),
+    Claim(StoreError),
+}
+
+/// The writes of a plain batch on the writer's own connection, inside its
+/// transaction, with its claim of up to `limit` deliveries: outcomes and
+/// probes first (the slots they free go to the claim), then the due
+/// deliveries, then the batch's webhooks, whose deliveries are written in
+/// flight within the room the claim left at their targets (see
+/// `SendNow`) and pending beyond it. Returns each write's result, in
+/// order, and what the claim took.
+async fn write_direct(
+    direct: &mut super::Direct,
+    conn: &mut DbConn,
+    dispatcher: &mut Dispatcher,
+    batch: &[Write],
+    limit: usize,
+) -> Result<(Vec<Applied>, Option<Dispatched>), Failed> {
+    let mut applied = Vec::with_capacity(batch.len());
+    for write in batch {
+        applied.push(match write {
+            Write::Ingest { .. } => None,
+            other => Some(apply_direct(direct, other).map_err(Failed::Write)?),
+        });
+    }
+    let claim = dispatcher.claim_now(limit, fresh_requests(batch));
+    let now = crate::store::model::now_micros();
+    let mut taken = Vec::new();
+    let mut send_now = None;
+    if let Some(claim) = &claim {
+        let lease_token = new_lease_token(&claim.handle.worker_id);
+        taken = direct
+            .claim(
+                &lease_token,
+                claim.limit_u32(),
+                &claim.skip,
+                claim.expire,
+                now,
+            )
+            .map_err(Failed::Claim)?;
+        let left = claim.limit.saturating_sub(taken.len());
+        let delivers = batch
+            .iter()
+            .any(|w| matches!(w, Write::Ingest { targets, .. } if !targets.is_empty()));
+        let room = if left > 0 && delivers {
+            direct.room(&claim.skip, now).map_err(Failed::Claim)?
+        } else {
+            std::collections::HashMap::new()
+        };
+        send_now = Some(SendNow {
+            lease_token,
+            now,
+            left,
+            room,
+        });
+    }
+    for (write, applied) in batch.iter().zip(&mut applied) {
+        if let Write::Ingest {
+            request, targets, ..
+        } = write
+        {
+            let (created, sent) = direct
+                .ingest(request, targets, send_now.as_mut())
+                .map_err(Failed::Write)?;
+            taken.extend(sent);
+            *applied = Some(Applied::Ingest(created));
+        }
+    }
+    let applied = applied
+        .into_iter()
+        .map(|a| {
+            a.ok_or_else(|| {
+                Failed::Write(StoreError::Corrupt(
+                    "group commit: a write was not applied".into(),
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let (Some(claim), Some(send_now)) = (claim, send_now) else {
+        return Ok((applied, None));
+    };
+    let count = taken.len();
+    let lease_token = send_now.lease_token;
+    let assembled = async {
+        let loaded = direct.requests(&missing_requests(&taken, &claim.fresh))?;
+        let targets = dispatcher.current_targets(moves_targets(batch));
+        load_targets(conn, &taken, targets).await?;
+        let (deliveries, gone) =
+            assemble_claims(taken, &lease_token, &claim.fresh, loaded, targets);
+        for delivery_id in gone {
+            direct.cancel_claimed(&delivery_id, &lease_token, now)?;
+        }
+        Ok(deliveries)
+    }
+    .await
+    .map_err(Failed::Claim)?;
+    Ok((applied, Some(claim.dispatched(assembled, count))))
+}
+
+/// Where a batch's own deliveries may go out in the commit that stores
+/// them (on the writer's own connection): under the claim's lease, at
+/// most `left` of them, and at most each open target's `room` after the
+/// claim took the deliveries that waited.
+#[allow(dead_code, reason = "read by SQLite's Direct only")]
+pub(super) struct SendNow {
+    pub(super) lease_token: String,
+    pub(super) now: i64,
+    left: usize,
+    room: std::collections::HashMap<i64, i64>,
+}
+
+impl SendNow {
+    /// Whether a delivery to `target` may go out now.
+    #[allow(dead_code, reason = "called by SQLite's Direct only")]
+    pub(super) fn has_room(&self, target: i64) -> bool {
+        self.left > 0 && self.room.get(&target).is_some_and(|room| *room > 0)
+    }
+
+    /// Takes a slot at `target` (see `has_room`).
+    #[allow(dead_code, reason = "called by SQLite's Direct only")]
+    pub(super) fn take(&mut self, target: i64) {
+        if let Some(room) = self.room.get_mut(&target) {
+            *room -= 1;
+            self.left = self.left.saturating_sub(1);
+        }
+    }
+
+    /// Gives back a slot taken at `target` (its delivery was not written).
+    #[allow(dead_code, reason = "called by SQLite's Direct only")]
+    pub(super) fn give_back(&mut self, target: i64) {
+        if let Some(room) = self.room.get_mut(&target) {
+            *room += 1;
+            self.left += 1;
         }
     }
 }
@@ -840,7 +977,9 @@ fn apply_direct(direct: &mut super::Direct, write: &Write) -> Result<Applied, St
     match write {
         Write::Ingest {
             request, targets, ..
-        } => direct.ingest(request, targets).map(Applied::Ingest),
+        } => direct
+            .ingest(request, targets, None)
+            .map(|(created, _)| Applied::Ingest(created)),
         Write::Finish {
             claimed, outcome, ..
         } => direct
@@ -849,38 +988,6 @@ fn apply_direct(direct: &mut super::Direct, write: &Write) -> Result<Applied, St
         Write::Probe { .. } => direct.probe().map(|()| Applied::Probe),
         Write::Kick | Write::Dispatch { .. } => Ok(Applied::Kick),
     }
-}
-
-/// `claim_for` on the writer's own connection; targets not read in the
-/// last second are read through `conn`.
-async fn claim_direct(
-    direct: &mut super::Direct,
-    conn: &mut DbConn,
-    dispatcher: &mut Dispatcher,
-    batch: &[Write],
-    limit: usize,
-) -> Result<Option<Dispatched>, StoreError> {
-    let Some(claim) = dispatcher.claim_now(limit, fresh_requests(batch)) else {
-        return Ok(None);
-    };
-    let now = crate::store::model::now_micros();
-    let lease_token = new_lease_token(&claim.handle.worker_id);
-    let rows = direct.claim(
-        &lease_token,
-        claim.limit_u32(),
-        &claim.skip,
-        claim.expire,
-        now,
-    )?;
-    let taken = rows.len();
-    let loaded = direct.requests(&missing_requests(&rows, &claim.fresh))?;
-    let targets = dispatcher.current_targets(moves_targets(batch));
-    load_targets(conn, &rows, targets).await?;
-    let (deliveries, gone) = assemble_claims(rows, &lease_token, &claim.fresh, loaded, targets);
-    for delivery_id in gone {
-        direct.cancel_claimed(&delivery_id, &lease_token, now)?;
-    }
-    Ok(Some(claim.dispatched(deliveries, taken)))
 }
 
 /// After a batch committed: answers every write, frees the slots of its

@@ -18,6 +18,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::deliveries::{ClaimRow, attempt_columns, attempt_record, delivery_state_of};
+use super::group::SendNow;
 use super::queries as q;
 use crate::store::StoreError;
 use crate::store::model::{
@@ -162,12 +163,16 @@ impl Direct {
         result
     }
 
-    /// A webhook and its deliveries to those of `targets` that still exist.
+    /// A webhook and its deliveries to those of `targets` that still
+    /// exist: in flight where `send_now` has room for them (their first
+    /// attempt, under its lease), pending otherwise. Returns how many
+    /// deliveries were made, and those made in flight, as a claim's rows.
     pub(super) fn ingest(
         &mut self,
         request: &StoredRequest,
         targets: &[i64],
-    ) -> Result<u32, StoreError> {
+        mut send_now: Option<&mut SendNow>,
+    ) -> Result<(u32, Vec<ClaimRow>), StoreError> {
         self.conn
             .prepare_cached(q::INSERT_REQUEST)?
             .execute(params![
@@ -183,18 +188,54 @@ impl Direct {
                 request.resent_from,
             ])?;
         let mut created = 0;
-        if !targets.is_empty() {
-            let mut insert = self.conn.prepare_cached(q::INSERT_DELIVERY_IF_TARGET)?;
-            for target_id in targets {
-                created += insert.execute(params![
-                    new_record_id(),
-                    request.id,
-                    request.created_at,
-                    target_id
-                ])?;
-            }
+        let mut sent = Vec::new();
+        for &target_id in targets {
+            let id = new_record_id();
+            let send = match send_now.as_deref_mut() {
+                Some(send) if send.has_room(target_id) => Some(send),
+                _ => None,
+            };
+            let made = match send {
+                Some(send) => {
+                    send.take(target_id);
+                    let made = self
+                        .conn
+                        .prepare_cached(q::INSERT_DELIVERY_IN_FLIGHT_IF_TARGET)?
+                        .execute(params![
+                            id,
+                            request.id,
+                            request.created_at,
+                            target_id,
+                            send.lease_token,
+                            send.now
+                        ])?;
+                    if made == 0 {
+                        send.give_back(target_id);
+                    } else {
+                        sent.push((id, request.id.clone(), target_id, 1));
+                    }
+                    made
+                }
+                None => self
+                    .conn
+                    .prepare_cached(q::INSERT_DELIVERY_IF_TARGET)?
+                    .execute(params![id, request.id, request.created_at, target_id])?,
+            };
+            created += made;
         }
-        Ok(u32::try_from(created).unwrap_or(u32::MAX))
+        Ok((u32::try_from(created).unwrap_or(u32::MAX), sent))
+    }
+
+    /// Each open target's free in-flight slots now (see `open_targets!`),
+    /// leaving the targets in `skip` alone.
+    pub(super) fn room(&mut self, skip: &[i64], now: i64) -> Result<HashMap<i64, i64>, StoreError> {
+        let mut room = self.conn.prepare_cached(q::OPEN_TARGETS_ROOM)?;
+        // ?1 and ?3 are the claim's, not used here.
+        let none: Option<i64> = None;
+        let rows = room.query_map(params![none, now, none, super::id_list(skip)], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// An outcome that needs only the delivery's update and the attempt row

@@ -443,4 +443,52 @@ mod tests {
         assert!(!table.contains("WITHOUT ROWID"), "{table}");
         store.close().await;
     }
+
+    /// A webhook's commit writes its delivery in flight when its target
+    /// and the worker have room: the row is never updated from pending to
+    /// in flight (a trigger of the test's own records every change of
+    /// state).
+    #[tokio::test]
+    async fn a_webhooks_delivery_is_written_in_flight_by_the_commit_that_stores_it() {
+        let (_dir, store) =
+            test_fixtures::store_with_targets(&[(super::super::model::RetryPolicy::None, 8)]).await;
+        sqlx::raw_sql(
+            "CREATE TABLE state_changes (id TEXT, old TEXT, new TEXT); \
+             CREATE TRIGGER record_state_changes AFTER UPDATE OF state ON deliveries \
+             BEGIN INSERT INTO state_changes VALUES (new.id, old.state, new.state); END;",
+        )
+        .execute(&store.writer)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let (handle, mut feed) =
+            super::super::dispatch::channel(&super::super::model::new_record_id(), 4);
+        store
+            .dispatch_to(Some(std::sync::Arc::new(handle)))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let webhook = std::sync::Arc::new(test_fixtures::request());
+        assert_eq!(store.ingest(&webhook).await.ok(), Some(1));
+        let handed = tokio::time::timeout(Duration::from_secs(1), feed.receiver.recv())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("the hand-over channel closed"));
+        assert_eq!(handed.deliveries.len(), 1);
+        let delivery = &handed.deliveries[0];
+        assert_eq!(delivery.request.id, webhook.id);
+        assert_eq!(delivery.attempt, 1);
+        let (state, lease): (String, Option<String>) =
+            sqlx::query_as("SELECT state, lease_token FROM deliveries WHERE id = ?")
+                .bind(&delivery.delivery_id)
+                .fetch_one(&store.reader)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(state, "in_flight");
+        assert_eq!(lease.as_deref(), Some(delivery.lease_token.as_str()));
+        let changes: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM state_changes")
+            .fetch_one(&store.reader)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(changes, 0, "the delivery was written pending, then claimed");
+        store.close().await;
+    }
 }
