@@ -13,6 +13,9 @@
 //! the same time. Or it may write the batches of webhooks and simple
 //! outcomes, with their claim, in one statement that commits by itself
 //! (`OneStatement`, PostgreSQL's, where every statement is a round trip).
+//! Both of these claim the deliveries that waited first, and write a
+//! batch's own deliveries in flight, under the claim's lease, where their
+//! target has room left (see `SendNow`): not pending, then claimed.
 
 use std::time::Duration;
 
