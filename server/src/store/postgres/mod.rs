@@ -477,22 +477,7 @@ mod tests {
     async fn a_webhooks_delivery_is_written_in_flight_by_the_commit_that_stores_it() {
         let (_keep, store) =
             test_fixtures::store_with_targets(&[(super::super::model::RetryPolicy::None, 8)]).await;
-        let (handle, mut feed) =
-            super::super::dispatch::channel(&super::super::model::new_record_id(), 4);
-        store
-            .dispatch_to(Some(std::sync::Arc::new(handle)))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let webhook = std::sync::Arc::new(test_fixtures::request());
-        assert_eq!(store.ingest(&webhook).await.ok(), Some(1));
-        let handed = tokio::time::timeout(Duration::from_secs(1), feed.receiver.recv())
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .unwrap_or_else(|| panic!("the hand-over channel closed"));
-        assert_eq!(handed.deliveries.len(), 1);
-        let delivery = &handed.deliveries[0];
-        assert_eq!(delivery.request.id, webhook.id);
-        assert_eq!(delivery.attempt, 1);
+        let delivery = test_fixtures::one_webhook_handed_over(&store).await;
         // The row as its first version left it: in flight under the lease
         // handed over, written by the transaction that wrote the webhook.
         let (state, lease, same_transaction): (String, Option<String>, bool) = sqlx::query_as(

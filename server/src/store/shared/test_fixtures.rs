@@ -68,3 +68,25 @@ pub fn request() -> StoredRequest {
         resent_from: None,
     }
 }
+
+/// A worker with a few free slots attached to `store` (whose first target
+/// has room), then one webhook stored: its delivery, as the webhook's
+/// commit handed it over (its first attempt).
+pub async fn one_webhook_handed_over(store: &Store) -> crate::store::model::ClaimedDelivery {
+    let (handle, mut feed) = crate::store::dispatch::channel(&new_record_id(), 4);
+    store
+        .dispatch_to(Some(std::sync::Arc::new(handle)))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let webhook = std::sync::Arc::new(request());
+    assert_eq!(store.ingest(&webhook).await.ok(), Some(1));
+    let handed = tokio::time::timeout(Duration::from_secs(1), feed.receiver.recv())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("the hand-over channel closed"));
+    let [delivery] = <[_; 1]>::try_from(handed.deliveries)
+        .unwrap_or_else(|d| panic!("{} deliveries handed over", d.len()));
+    assert_eq!(delivery.request.id, webhook.id);
+    assert_eq!(delivery.attempt, 1);
+    delivery
+}

@@ -460,22 +460,7 @@ mod tests {
         .execute(&store.writer)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-        let (handle, mut feed) =
-            super::super::dispatch::channel(&super::super::model::new_record_id(), 4);
-        store
-            .dispatch_to(Some(std::sync::Arc::new(handle)))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let webhook = std::sync::Arc::new(test_fixtures::request());
-        assert_eq!(store.ingest(&webhook).await.ok(), Some(1));
-        let handed = tokio::time::timeout(Duration::from_secs(1), feed.receiver.recv())
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .unwrap_or_else(|| panic!("the hand-over channel closed"));
-        assert_eq!(handed.deliveries.len(), 1);
-        let delivery = &handed.deliveries[0];
-        assert_eq!(delivery.request.id, webhook.id);
-        assert_eq!(delivery.attempt, 1);
+        let delivery = test_fixtures::one_webhook_handed_over(&store).await;
         let (state, lease): (String, Option<String>) =
             sqlx::query_as("SELECT state, lease_token FROM deliveries WHERE id = ?")
                 .bind(&delivery.delivery_id)
