@@ -167,8 +167,7 @@ impl OneStatement {
     /// Claims up to `limit` due deliveries under a new lease of
     /// `worker_id` (after returning expired leases to pending, if
     /// `expire`), leaving the targets in `skip` alone, with the requests
-    /// they need in the same statement (those in `fresh` are not read);
-    /// `targets` gets the targets it reads added. Returns the claimed
+    /// they need in the same statement; `targets` gets the targets it reads added. Returns the claimed
     /// deliveries and how many rows the claim took, as `claim_in` does.
     /// The claim commits by itself: if what it took cannot be handed over
     /// (a target cannot be read), it is given back untried.
@@ -178,7 +177,6 @@ impl OneStatement {
         limit: u32,
         skip: &[i64],
         expire: bool,
-        fresh: &HashMap<&str, &Arc<StoredRequest>>,
         targets: &mut HashMap<i64, Arc<Target>>,
     ) -> Result<(Vec<ClaimedDelivery>, usize), StoreError> {
         let mut conn = self.claims.acquire().await?;
@@ -187,13 +185,11 @@ impl OneStatement {
             expire_leases_in(&mut conn, now).await?;
         }
         let lease_token = new_lease_token(worker_id);
-        let in_memory: Vec<&str> = fresh.keys().copied().collect();
         let taken = sqlx::query(q::CLAIM_DUE_WITH_REQUESTS)
             .bind(&lease_token)
             .bind(now)
             .bind(i64::from(limit))
             .bind(super::id_list(skip))
-            .bind(in_memory)
             .fetch_all(&mut *conn)
             .await?;
         if taken.is_empty() {
@@ -201,7 +197,9 @@ impl OneStatement {
         }
         let count = taken.len();
         let taken = rows_of(&taken)?;
-        self.hand_over(&mut conn, taken, &lease_token, fresh, targets, now)
+        // A claim on its own follows no write: every request is read.
+        let fresh = HashMap::new();
+        self.hand_over(&mut conn, taken, &lease_token, &fresh, targets, now)
             .await
             .map(|claimed| (claimed, count))
     }

@@ -194,8 +194,7 @@ pub const CLAIM_DUE: &str = concat!(
 /// CLAIM_DUE, and the requests it took deliveries of, in one statement:
 /// each row is a delivery (`delivery_id`, `claimed_request`, `target_id`,
 /// `attempt`) and its request's columns as `RequestRow` reads them, all
-/// NULL for the requests in $5 (in memory already) and for those that are
-/// gone.
+/// NULL for those that are gone.
 pub const CLAIM_DUE_WITH_REQUESTS: &str = concat!(
     "WITH claimed AS (",
     open_targets!("WITH", "$2", "$4"),
@@ -206,7 +205,7 @@ pub const CLAIM_DUE_WITH_REQUESTS: &str = concat!(
         r.source_id, s.name AS source_name, r.method, r.path, r.query, r.headers, r.body, \
         r.remote_addr, r.created_at, r.resent_from \
     FROM claimed c \
-    LEFT JOIN requests r ON r.id = c.request_id AND NOT (c.request_id = ANY($5)) \
+    LEFT JOIN requests r ON r.id = c.request_id \
     LEFT JOIN sources s ON s.id = r.source_id"
 );
 /// Gives back, untried, every delivery of a claim whose deliveries could not

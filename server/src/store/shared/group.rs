@@ -884,13 +884,7 @@ async fn commit_one_statement(
         .hand_over(&mut *conn, taken, &lease_token, &fresh, targets, now)
         .await
     {
-        Ok(deliveries) => {
-            claim.handle.slots.take(deliveries.len());
-            let dispatched = claim.dispatched(deliveries, count);
-            if !dispatched.deliveries.is_empty() || dispatched.exhausted {
-                claim.handle.hand_over(dispatched);
-            }
-        }
+        Ok(deliveries) => hand_over_claimed(&claim.handle, claim.dispatched(deliveries, count)),
         Err(e) => pause_claims(dispatcher, &e),
     }
     Ok(())
@@ -959,19 +953,23 @@ async fn claim_on_its_own(one: &super::OneStatement, dispatcher: &mut Dispatcher
             claim.limit_u32(),
             &claim.skip,
             claim.expire,
-            &claim.fresh,
             dispatcher.current_targets(false),
         )
         .await
         .map(|(deliveries, taken)| claim.dispatched(deliveries, taken));
     match claimed {
-        Ok(claimed) => {
-            claim.handle.slots.take(claimed.deliveries.len());
-            if !claimed.deliveries.is_empty() || claimed.exhausted {
-                claim.handle.hand_over(claimed);
-            }
-        }
+        Ok(claimed) => hand_over_claimed(&claim.handle, claimed),
         Err(e) => pause_claims(dispatcher, &e),
+    }
+}
+
+/// Takes the worker's slots for what a claim took and hands it over; a
+/// claim that took nothing is handed over only to say that nothing else
+/// is due.
+fn hand_over_claimed(handle: &DispatchHandle, claimed: Dispatched) {
+    handle.slots.take(claimed.deliveries.len());
+    if !claimed.deliveries.is_empty() || claimed.exhausted {
+        handle.hand_over(claimed);
     }
 }
 
@@ -1008,10 +1006,7 @@ fn settle(
     if let Some(handle) = &dispatcher.handle {
         handle.slots.release(released);
         if let Some(claimed) = claimed {
-            handle.slots.take(claimed.deliveries.len());
-            if !claimed.deliveries.is_empty() || claimed.exhausted {
-                handle.hand_over(claimed);
-            }
+            hand_over_claimed(handle, claimed);
         }
     }
 }

@@ -63,7 +63,6 @@ impl OneStatement {
         _limit: u32,
         _skip: &[i64],
         _expire: bool,
-        _fresh: &std::collections::HashMap<&str, &std::sync::Arc<super::model::StoredRequest>>,
         _targets: &mut std::collections::HashMap<i64, std::sync::Arc<super::model::Target>>,
     ) -> Result<(Vec<super::model::ClaimedDelivery>, usize), StoreError> {
         match *self {}
