@@ -680,7 +680,9 @@ async fn write_direct(
     for write in batch {
         applied.push(match write {
             Write::Ingest { .. } => None,
-            other => Some(apply_direct(direct, other).map_err(Failed::Write)?),
+            other => {
+                Some(apply_direct(direct, other, None, &mut Vec::new()).map_err(Failed::Write)?)
+            }
         });
     }
     let claim = dispatcher.claim_now(limit, fresh_requests(batch));
@@ -715,15 +717,11 @@ async fn write_direct(
         });
     }
     for (write, applied) in batch.iter().zip(&mut applied) {
-        if let Write::Ingest {
-            request, targets, ..
-        } = write
-        {
-            let (created, sent) = direct
-                .ingest(request, targets, send_now.as_mut())
-                .map_err(Failed::Write)?;
-            taken.extend(sent);
-            *applied = Some(Applied::Ingest(created));
+        if applied.is_none() {
+            *applied = Some(
+                apply_direct(direct, write, send_now.as_mut(), &mut taken)
+                    .map_err(Failed::Write)?,
+            );
         }
     }
     let applied = applied
@@ -973,14 +971,23 @@ fn hand_over_claimed(handle: &DispatchHandle, claimed: Dispatched) {
     }
 }
 
-/// One plain write on the writer's own connection.
-fn apply_direct(direct: &mut super::Direct, write: &Write) -> Result<Applied, StoreError> {
+/// One plain write on the writer's own connection. A webhook's deliveries
+/// go out in flight where `send_now` has room, and are added to `sent`.
+fn apply_direct(
+    direct: &mut super::Direct,
+    write: &Write,
+    send_now: Option<&mut SendNow>,
+    sent: &mut Vec<super::deliveries::ClaimRow>,
+) -> Result<Applied, StoreError> {
     match write {
         Write::Ingest {
             request, targets, ..
         } => direct
-            .ingest(request, targets, None)
-            .map(|(created, _)| Applied::Ingest(created)),
+            .ingest(request, targets, send_now)
+            .map(|(created, rows)| {
+                sent.extend(rows);
+                Applied::Ingest(created)
+            }),
         Write::Finish {
             claimed, outcome, ..
         } => direct
