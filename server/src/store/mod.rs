@@ -8,6 +8,20 @@
 // its own `Db`, connection and `queries`: one source, two instantiations.
 #![allow(clippy::duplicate_mod)]
 
+/// When a lease taken at `$now` expires, as SQL both stores read: the
+/// target's timeout (`$timeout_ms`, 30 s if it is unknown) and a margin of
+/// 30 s, in microseconds. Every statement that takes a lease uses it.
+macro_rules! lease_expires_sql {
+    ($now:literal, $timeout_ms:literal) => {
+        concat!(
+            $now,
+            " + 30000000 + 1000 * COALESCE(",
+            $timeout_ms,
+            ", 30000)"
+        )
+    };
+}
+
 pub mod dispatch;
 pub mod model;
 mod postgres;

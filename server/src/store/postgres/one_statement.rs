@@ -132,8 +132,9 @@ const WRITE_AND_CLAIM: &str = concat!(
             CASE WHEN s.id IS NULL THEN 'pending' ELSE 'in_flight' END, \
             CASE WHEN s.id IS NULL THEN 0 ELSE 1 END, f.at, \
             CASE WHEN s.id IS NULL THEN NULL ELSE $37 END, \
-            CASE WHEN s.id IS NULL THEN NULL \
-                ELSE $38 + 30000000 + 1000 * COALESCE(s.timeout_ms, 30000) END, \
+            CASE WHEN s.id IS NULL THEN NULL ELSE ",
+    lease_expires_sql!("$38", "s.timeout_ms"),
+    " END, \
             f.at, CASE WHEN s.id IS NULL THEN f.at ELSE $38 END \
         FROM fresh f LEFT JOIN sent s ON s.id = f.id) \
     SELECT 'claimed' AS kind, c.id AS delivery_id, c.request_id AS claimed_request, \

@@ -165,10 +165,11 @@ macro_rules! claim_set {
             ", updated_at = ",
             $now,
             ", lease_expires_at = ",
-            $now,
-            " + 30000000 + 1000 * COALESCE( \
-                (SELECT timeout_ms FROM targets t WHERE t.id = deliveries.target_id), 30000) \
-            FROM (SELECT row_id FROM due ORDER BY next_run_at LIMIT ",
+            lease_expires_sql!(
+                $now,
+                "(SELECT timeout_ms FROM targets t WHERE t.id = deliveries.target_id)"
+            ),
+            " FROM (SELECT row_id FROM due ORDER BY next_run_at LIMIT ",
             $limit,
             ") AS chosen \
             WHERE deliveries.ctid = chosen.row_id AND deliveries.state = 'pending' \

@@ -90,12 +90,14 @@ pub const INSERT_DELIVERY_IF_TARGET: &str = "INSERT OR FAIL INTO deliveries \
 /// A delivery to a target, if the target still exists at commit time,
 /// in flight under the lease ?5 from the time ?6 (its first attempt; the
 /// lease lasts as a claim's does).
-pub const INSERT_DELIVERY_IN_FLIGHT_IF_TARGET: &str = "INSERT OR FAIL INTO deliveries \
+pub const INSERT_DELIVERY_IN_FLIGHT_IF_TARGET: &str = concat!(
+    "INSERT OR FAIL INTO deliveries \
     (id, request_id, target_id, state, attempt, next_run_at, lease_token, lease_expires_at, \
      created_at, updated_at) \
-    SELECT ?1, ?2, t.id, 'in_flight', 1, ?3, ?5, \
-        ?6 + 30000000 + 1000 * COALESCE(t.timeout_ms, 30000), ?3, ?6 \
-    FROM targets t WHERE t.id = ?4";
+    SELECT ?1, ?2, t.id, 'in_flight', 1, ?3, ?5, ",
+    lease_expires_sql!("?6", "t.timeout_ms"),
+    ", ?3, ?6 FROM targets t WHERE t.id = ?4"
+);
 
 /// Many requests at once: `VALUES (...), (...)` follows.
 pub const INSERT_REQUESTS_HEAD: &str = "INSERT OR FAIL INTO requests \
@@ -164,9 +166,12 @@ pub const CLAIM_DUE: &str = concat!(
         FROM due) \
     UPDATE deliveries \
     SET state = 'in_flight', attempt = attempt + 1, lease_token = ?1, updated_at = ?2, \
-        lease_expires_at = ?2 + 30000000 + 1000 * COALESCE( \
-            (SELECT timeout_ms FROM targets t WHERE t.id = deliveries.target_id), 30000) \
-    WHERE id IN (SELECT id FROM ranked WHERE rank <= room ORDER BY next_run_at LIMIT ?3)"
+        lease_expires_at = ",
+    lease_expires_sql!(
+        "?2",
+        "(SELECT timeout_ms FROM targets t WHERE t.id = deliveries.target_id)"
+    ),
+    " WHERE id IN (SELECT id FROM ranked WHERE rank <= room ORDER BY next_run_at LIMIT ?3)"
 );
 /// Each open target's free in-flight slots (see `open_targets!`): ?2 is
 /// now and ?4 the ids to skip, as in the claim; ?1 and ?3 are not used.
