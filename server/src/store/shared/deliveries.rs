@@ -686,7 +686,7 @@ mod tests {
 
     use bytes::Bytes;
 
-    use super::super::test_fixtures::{request, store_with_targets};
+    use super::super::test_fixtures::{attach, request, store_with_targets};
     use super::*;
     use crate::store::model::{AttemptResponse, RetryPolicy};
 
@@ -793,21 +793,6 @@ mod tests {
             .unwrap_or_default();
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].attempt, 1, "the given-back attempt did not count");
-    }
-
-    /// Attaches a worker `worker_id` with `slots` slots: every commit from
-    /// here on claims for it. Returns its end of the hand-over.
-    async fn attach(
-        store: &Store,
-        worker_id: &str,
-        slots: usize,
-    ) -> crate::store::dispatch::DispatchFeed {
-        let (handle, feed) = crate::store::dispatch::channel(worker_id, slots);
-        store
-            .dispatch_to(Some(std::sync::Arc::new(handle)))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        feed
     }
 
     /// The next hand-over that carries deliveries (within a second).

@@ -69,15 +69,26 @@ pub fn request() -> StoredRequest {
     }
 }
 
-/// A worker with a few free slots attached to `store` (whose first target
-/// has room), then one webhook stored: its delivery, as the webhook's
-/// commit handed it over (its first attempt).
-pub async fn one_webhook_handed_over(store: &Store) -> crate::store::model::ClaimedDelivery {
-    let (handle, mut feed) = crate::store::dispatch::channel(&new_record_id(), 4);
+/// Attaches a worker `worker_id` with `slots` slots: every commit from
+/// here on claims for it. Returns its end of the hand-over.
+pub async fn attach(
+    store: &Store,
+    worker_id: &str,
+    slots: usize,
+) -> crate::store::dispatch::DispatchFeed {
+    let (handle, feed) = crate::store::dispatch::channel(worker_id, slots);
     store
         .dispatch_to(Some(std::sync::Arc::new(handle)))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    feed
+}
+
+/// A worker with a few free slots attached to `store` (whose first target
+/// has room), then one webhook stored: its delivery, as the webhook's
+/// commit handed it over (its first attempt).
+pub async fn one_webhook_handed_over(store: &Store) -> crate::store::model::ClaimedDelivery {
+    let mut feed = attach(store, &new_record_id(), 4).await;
     let webhook = std::sync::Arc::new(request());
     assert_eq!(store.ingest(&webhook).await.ok(), Some(1));
     let handed = tokio::time::timeout(Duration::from_secs(1), feed.receiver.recv())
