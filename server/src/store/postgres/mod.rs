@@ -378,6 +378,47 @@ mod tests {
         store.close().await;
     }
 
+    /// Expired leases, and a worker's leases at shutdown, are found
+    /// through the deliveries in flight (migration 0006 dropped the
+    /// lease's own index), not by reading every delivery of the history.
+    #[tokio::test]
+    async fn leases_are_found_through_the_deliveries_in_flight() {
+        let ((), store) = test_store().await;
+        fill_deliveries(&store, "'in_flight', 0", 2000).await;
+        execute(
+            &store,
+            "UPDATE deliveries SET state = 'delivered' WHERE id <> 'd1'",
+        )
+        .await;
+        execute(&store, "ANALYZE deliveries").await;
+        let indexes: Vec<String> = sqlx::query_scalar(
+            "SELECT indexname::text FROM pg_indexes \
+             WHERE schemaname = current_schema() AND tablename = 'deliveries'",
+        )
+        .fetch_all(&store.reader)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            !indexes.iter().any(|i| i == "deliveries_leased"),
+            "{indexes:?}"
+        );
+        let expire = query_plan(&store.batches, queries::EXPIRE_LEASES, &[1_000]).await;
+        let release = format!(
+            "EXPLAIN {}",
+            queries::RELEASE_LEASE.replace("$2", "'worker'")
+        );
+        let release: Vec<String> = sqlx::query_scalar(&release)
+            .bind(1_000_i64)
+            .fetch_all(&store.batches)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        for plan in [expire, release.join("\n")] {
+            assert!(plan.contains("deliveries_in_flight"), "{plan}");
+            assert!(!plan.contains("Seq Scan"), "{plan}");
+        }
+        store.close().await;
+    }
+
     /// The writer's plain batches commit on a connection that waits for
     /// the server's disk; only the claims that follow them do not.
     #[tokio::test]
