@@ -171,12 +171,12 @@ impl Store {
         // The gateway's writes fill new pages fast, and the server's own
         // backends write most of them out of its buffers into the kernel's
         // page cache, where they wait for the next checkpoint's fsync. That
-        // fsync then flushed up to half a second of writes at once, and the
-        // commits queued behind it: ack latency p99 of 58-83 ms at half
-        // load, in 3 runs of 4. Asking the kernel to write them out every
+        // fsync then took up to 0.4 s, and the commits queued behind it:
+        // ack latency p99 at half load of up to 83 ms, over 5 ms in six
+        // benchmark runs of nine. Asking the kernel to write them out every
         // 256 kB as they come (the server's own setting for this, off by
-        // default) brought the longest of those fsyncs from 0.08-0.16 s to
-        // 0.003-0.03 s (docs/performance.md).
+        // default) brought the longest file fsync of a checkpoint from
+        // 0.06-0.10 s to 0.02-0.03 s (docs/performance.md).
         let options = options.options([("backend_flush_after", BACKEND_FLUSH_AFTER)]);
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
@@ -359,6 +359,18 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"));
     }
 
+    /// A target, then 2,000 deliveries that went through in flight, of
+    /// which one is still there, with the table's statistics.
+    async fn one_in_flight_behind_many_delivered(store: &Store) {
+        fill_deliveries(store, "'in_flight', 0", 2000).await;
+        execute(
+            store,
+            "UPDATE deliveries SET state = 'delivered' WHERE id <> 'd1'",
+        )
+        .await;
+        execute(store, "ANALYZE deliveries").await;
+    }
+
     /// The group writer's claims never plan a bitmap scan (see
     /// `open_with`), and the in-flight count they make, on a table with
     /// a delivery in flight behind many that have left that state, reads
@@ -371,14 +383,7 @@ mod tests {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(setting, "off");
-        // A target, then deliveries that went through in flight.
-        fill_deliveries(&store, "'in_flight', 0", 2000).await;
-        execute(
-            &store,
-            "UPDATE deliveries SET state = 'delivered' WHERE id <> 'd1'",
-        )
-        .await;
-        execute(&store, "ANALYZE deliveries").await;
+        one_in_flight_behind_many_delivered(&store).await;
         let plan = query_plan(
             &store.batches,
             "SELECT target_id, COUNT(*) FROM deliveries \
@@ -398,13 +403,7 @@ mod tests {
     #[tokio::test]
     async fn leases_are_found_through_the_deliveries_in_flight() {
         let ((), store) = test_store().await;
-        fill_deliveries(&store, "'in_flight', 0", 2000).await;
-        execute(
-            &store,
-            "UPDATE deliveries SET state = 'delivered' WHERE id <> 'd1'",
-        )
-        .await;
-        execute(&store, "ANALYZE deliveries").await;
+        one_in_flight_behind_many_delivered(&store).await;
         let indexes: Vec<String> = sqlx::query_scalar(
             "SELECT indexname::text FROM pg_indexes \
              WHERE schemaname = current_schema() AND tablename = 'deliveries'",
@@ -417,15 +416,13 @@ mod tests {
             "{indexes:?}"
         );
         let expire = query_plan(&store.batches, queries::EXPIRE_LEASES, &[1_000]).await;
-        let release = format!(
-            "EXPLAIN {}",
-            queries::RELEASE_LEASE.replace("$2", "'worker'")
-        );
-        let release: Vec<String> = sqlx::query_scalar(&release)
-            .bind(1_000_i64)
-            .fetch_all(&store.batches)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let release: Vec<String> =
+            sqlx::query_scalar(&format!("EXPLAIN {}", queries::RELEASE_LEASE))
+                .bind(1_000_i64)
+                .bind("worker")
+                .fetch_all(&store.batches)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
         for plan in [expire, release.join("\n")] {
             assert!(plan.contains("deliveries_in_flight"), "{plan}");
             assert!(!plan.contains("Seq Scan"), "{plan}");
