@@ -76,7 +76,7 @@ async fn one_run(plan: Plan) -> anyhow::Result<Run> {
     let cpu = gateway.cpu_time();
     let mut out = closed_loop(&endpoint, plan.connections, duration).await;
     check(&out, "ingest")?;
-    run.ingest_cpu_us = per_webhook(gateway.cpu_time() - cpu, out.acked);
+    run.ingest_cpu_us = per_webhook(gateway.cpu_time().saturating_sub(cpu), out.acked);
     run.ingest_rps = out.rate();
     run.ingest_p50 = p(&mut out.latencies, 50.0);
     run.ingest_p99 = p(&mut out.latencies, 99.0);
@@ -113,7 +113,7 @@ async fn one_run(plan: Plan) -> anyhow::Result<Run> {
         Some(_) => expected as f64 / started.elapsed().as_secs_f64().max(1e-9),
         None => 0.0,
     };
-    run.delivery_cpu_us = per_webhook(gateway.cpu_time() - cpu, out.acked);
+    run.delivery_cpu_us = per_webhook(gateway.cpu_time().saturating_sub(cpu), out.acked);
     sink.take();
     run.peak_rss_mb = run.peak_rss_mb.max(gateway.memory().1 as f64 / 1e6);
 

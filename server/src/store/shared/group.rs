@@ -716,22 +716,15 @@ async fn write_direct(
             room,
         });
     }
-    for (write, applied) in batch.iter().zip(&mut applied) {
-        if applied.is_none() {
-            *applied = Some(
-                apply_direct(direct, write, send_now.as_mut(), &mut taken)
-                    .map_err(Failed::Write)?,
-            );
-        }
-    }
-    let applied = applied
-        .into_iter()
-        .map(|a| {
-            a.ok_or_else(|| {
-                Failed::Write(StoreError::Corrupt(
-                    "group commit: a write was not applied".into(),
-                ))
-            })
+    // The webhooks, each in its place among the writes applied above.
+    let applied = batch
+        .iter()
+        .zip(applied)
+        .map(|(write, done)| match done {
+            Some(done) => Ok(done),
+            None => {
+                apply_direct(direct, write, send_now.as_mut(), &mut taken).map_err(Failed::Write)
+            }
         })
         .collect::<Result<Vec<_>, _>>()?;
     let (Some(claim), Some(send_now)) = (claim, send_now) else {
